@@ -1,0 +1,54 @@
+"""What every solver provides to the stepping loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import torch
+
+#: A right-hand side as the solvers call it: ``f(t, y)`` with ``t`` a Python float (float64).
+StepFunction = Callable[[float, torch.Tensor], torch.Tensor]
+
+
+class StepResult(NamedTuple):
+    """One attempted step.
+
+    Attributes:
+        state: the solver state at ``t + h``; ``state[0]`` is the solution.
+        error: local error estimate with the solution's shape, or ``None``
+            for a method without one. Computed without a graph.
+        stages: whatever the solver's interpolant needs besides the two end states.
+    """
+
+    state: Any
+    error: torch.Tensor | None
+    stages: Any
+
+
+class Solver(Protocol):
+    """A one-step method. States are tuples whose first element is the solution ``y``.
+
+    Attributes:
+        name: the method's name.
+        order: order of the propagated solution.
+        error_order: order of the embedded estimate, so that the local error
+            estimate behaves as ``h ** (error_order + 1)``; ``None`` when the
+            method has no estimate and needs a fixed ``step_size``.
+    """
+
+    name: str
+    order: int
+    error_order: int | None
+
+    def init(self, func: StepFunction, t0: float, y0: torch.Tensor) -> Any:
+        """The state at ``(t0, y0)`` (evaluates ``func`` once)."""
+
+    def step(self, func: StepFunction, t: float, h: float, state: Any) -> StepResult:
+        """Advance from ``t`` to ``t + h`` (``h`` may be negative)."""
+
+    def complete(self, func: StepFunction, t: float, state: Any) -> Any:
+        """Fill in what ``step`` left out of an accepted state (once per accepted step)."""
+
+    def interpolant(self, h: float, state0: Any, state1: Any, stages: Any):
+        """Dense output on the step from ``state0`` to ``state1``: a callable of fractions theta."""

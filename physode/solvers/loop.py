@@ -1,0 +1,340 @@
+"""The stepping loop: from a solver, a controller and output times to a trajectory.
+
+The loop is shared by every gradient method. It can run with a graph (direct
+backprop), or without one while recording each accepted step ``(t, h, state)``
+so that a gradient method can re-run any step later from its stored state.
+Time is kept in Python floats (float64) whatever the state's dtype; a step
+costs at most one host-device synchronisation (reading the error ratio, or the
+finiteness flag for a fixed step).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+
+from ..errors import SolverError
+from .base import Solver
+from .controller import PIController, error_ratio, initial_step
+
+DEFAULT_MAX_STEPS = 100_000
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """Step-size settings of one solve (see ``physode.odeint`` for their meaning)."""
+
+    rtol: float = 1e-6
+    atol: float = 1e-8
+    step_size: float | None = None
+    first_step: float | None = None
+    min_step: float = 0.0
+    max_step: float = math.inf
+    max_steps: int = DEFAULT_MAX_STEPS
+    land_on_outputs: bool = False
+
+
+@dataclass
+class Stats:
+    """Work done by a solve.
+
+    Attributes:
+        n_f_evals: evaluations of the right-hand side in the forward solve.
+        n_f_evals_backward: evaluations made while computing gradients.
+        n_accepted: accepted steps.
+        n_rejected: rejected steps.
+        extra: method-specific figures (e.g. MALI's reconstruction drift).
+    """
+
+    n_f_evals: int = 0
+    n_f_evals_backward: int = 0
+    n_accepted: int = 0
+    n_rejected: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_steps(self) -> int:
+        return self.n_accepted + self.n_rejected
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "n_steps": self.n_steps}
+
+
+class AcceptedStep(NamedTuple):
+    """One accepted step, as recorded for the gradient methods.
+
+    ``outputs`` lists ``(k, theta)``: output time ``k`` lies at ``t + theta h``
+    in this step (``theta == 1.0`` exactly when it is the step's end).
+    """
+
+    t: float
+    h: float
+    state: Any
+    outputs: tuple[tuple[int, float], ...]
+
+
+class Trajectory(NamedTuple):
+    ys: list[torch.Tensor]
+    steps: list[AcceptedStep] | None
+    final_state: Any
+
+
+class CountedFunction:
+    """The user's ``func(t, y)`` as the solvers call it, with a float time.
+
+    Counts evaluations, builds the 0-dim time tensor in the state's dtype and
+    device (without a host-device synchronisation), and checks the first
+    output's shape, dtype and device.
+    """
+
+    def __init__(self, func: Callable, like: torch.Tensor) -> None:
+        self.func = func
+        self.count = 0
+        self._shape, self._dtype, self._device = like.shape, like.dtype, like.device
+        self._checked = False
+
+    def __call__(self, t: float, y: torch.Tensor) -> torch.Tensor:
+        self.count += 1
+        out = self.func(torch.full((), t, dtype=self._dtype, device=self._device), y)
+        if not self._checked:
+            self._check(out)
+        return out
+
+    def _check(self, out: Any) -> None:
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(f"func: must return a tensor, got {type(out).__name__}")
+        if out.shape != self._shape:
+            raise ValueError(
+                f"func: returned shape {tuple(out.shape)} for a state of shape "
+                f"{tuple(self._shape)}; dy/dt must have y's shape"
+            )
+        if out.dtype != self._dtype or out.device != self._device:
+            raise ValueError(
+                f"func: returned {out.dtype} on {out.device} for a state of {self._dtype} "
+                f"on {self._device}; keep dy/dt in y's dtype and device"
+            )
+        self._checked = True
+
+
+def _fail(reason: str, detail: str, hint: str, t: float, h: float | None, n: int) -> SolverError:
+    h_text = "not chosen yet" if h is None else f"{h:.6g}"
+    return SolverError(
+        f"solve stopped at t={t:.10g} (step size {h_text}, after {n} steps): {detail}. {hint}",
+        t=t,
+        h=h,
+        n_steps=n,
+        reason=reason,
+    )
+
+
+_HINT_STIFF = (
+    "Check the tolerances (too tight for the dtype?), whether the problem is stiff or "
+    "blows up in finite time, and whether a learned parameter has gone wrong"
+)
+
+
+def _hint(solver: Solver) -> str:
+    extra = getattr(solver, "failure_hint", "")
+    return _HINT_STIFF + (f". {extra}" if extra else "")
+
+
+class _Outputs:
+    """Fills the output times that an accepted step covers."""
+
+    def __init__(self, times: list[float], y0: torch.Tensor, direction: float) -> None:
+        self.times = times
+        self.direction = direction
+        self.ys: list[torch.Tensor | None] = [y0] + [None] * (len(times) - 1)
+        self.next = 1
+
+    @property
+    def done(self) -> bool:
+        return self.next >= len(self.times)
+
+    def covered(self, t: float, h: float, t1: float) -> tuple[tuple[int, float], ...]:
+        """``(k, theta)`` for the output times in ``(t, t1]``."""
+        found = []
+        while self.next < len(self.times) and self.direction * (self.times[self.next] - t1) <= 0:
+            tk = self.times[self.next]
+            found.append((self.next, 1.0 if tk == t1 else (tk - t) / h))
+            self.next += 1
+        return tuple(found)
+
+    def fill(self, covered, y1: torch.Tensor, dense: Callable) -> None:
+        inner = [(k, th) for k, th in covered if th != 1.0]
+        if inner:
+            values = dense([th for _, th in inner])
+            for i, (k, _) in enumerate(inner):
+                self.ys[k] = values[i]
+        for k, th in covered:
+            if th == 1.0:
+                self.ys[k] = y1
+
+
+def _check_finite(y: torch.Tensor, t: float, h: float, n: int) -> None:
+    if not bool(torch.isfinite(y).all()):
+        raise _fail("non_finite", "the state became non-finite (NaN or inf)", _HINT_STIFF, t, h, n)
+
+
+def integrate(
+    solver: Solver,
+    func: CountedFunction,
+    y0: torch.Tensor,
+    times: list[float],
+    options: SolveOptions,
+    stats: Stats,
+    record: bool = False,
+) -> Trajectory:
+    """Solve from ``times[0]`` to ``times[-1]``, returning the states at every time in ``times``.
+
+    Args:
+        solver: the one-step method.
+        func: the counted right-hand side.
+        y0: the initial state, any shape ``S``.
+        times: strictly monotonic output times (float64), ``times[0]`` the start.
+        options: tolerances and step-size settings.
+        stats: filled in place.
+        record: keep every accepted step (start time, step, start state) and
+            the output times it covers.
+
+    Returns:
+        ``ys`` (one ``S``-shaped tensor per output time), the recorded steps
+        (``None`` unless ``record``) and the final solver state.
+    """
+    t = times[0]
+    outputs = _Outputs(times, y0, 1.0 if len(times) < 2 or times[-1] > t else -1.0)
+    steps: list[AcceptedStep] | None = [] if record else None
+    state = solver.init(func, t, y0)
+    if outputs.done:
+        return Trajectory(outputs.ys, steps, state)
+    if not bool(torch.isfinite(state[1]).all()):
+        raise _fail(
+            "non_finite",
+            "func returned non-finite values at the initial state",
+            "Check the initial state and the model's parameters",
+            t,
+            None,
+            0,
+        )
+    if options.step_size is not None:
+        state = _fixed_steps(solver, func, state, times, outputs, options, stats, steps)
+    else:
+        state = _adaptive_steps(solver, func, state, times, outputs, options, stats, steps)
+    return Trajectory(outputs.ys, steps, state)
+
+
+def _accept(solver, func, t, h, t1, state, result, outputs, stats, steps):
+    """Book-keeping shared by both loops once a step is accepted; returns the new state."""
+    new_state = solver.complete(func, t1, result.state)
+    covered = outputs.covered(t, h, t1)
+    if covered:
+        outputs.fill(covered, new_state[0], solver.interpolant(h, state, new_state, result.stages))
+    if steps is not None:
+        steps.append(AcceptedStep(t, h, state, covered))
+    stats.n_accepted += 1
+    return new_state
+
+
+def _fixed_steps(solver, func, state, times, outputs, options, stats, steps):
+    direction = outputs.direction
+    h = direction * abs(options.step_size)
+    span = abs(times[-1] - times[0])
+    needed = math.ceil(span / abs(h) * (1 - 1e-12)) + (
+        len(times) - 2 if options.land_on_outputs else 0
+    )
+    if needed > options.max_steps:
+        raise _fail(
+            "max_steps",
+            f"step_size={abs(h):.6g} needs {needed} steps, more than max_steps={options.max_steps}",
+            "Pass a larger step_size or max_steps",
+            times[0],
+            h,
+            0,
+        )
+    t = anchor = times[0]
+    i = 0
+    t_end = times[-1]
+    while not outputs.done:
+        target = times[outputs.next] if options.land_on_outputs else t_end
+        i += 1
+        t1 = anchor + i * h
+        # Snap onto the target when the grid reaches it up to round-off.
+        if direction * (target - t1) <= 1e-9 * abs(h):
+            t1 = target
+            anchor, i = target, 0
+        result = solver.step(func, t, t1 - t, state)
+        _check_finite(result.state[0], t, t1 - t, stats.n_steps)
+        state = _accept(solver, func, t, t1 - t, t1, state, result, outputs, stats, steps)
+        t = t1
+    return state
+
+
+def _adaptive_steps(solver, func, state, times, outputs, options, stats, steps):
+    if solver.error_order is None:
+        raise ValueError(
+            f"step_size: method {solver.name!r} has no error estimate and needs a fixed step_size"
+        )
+    direction = outputs.direction
+    t = times[0]
+    t_end = times[-1]
+    controller = PIController(error_order=solver.error_order)
+    if options.first_step is not None:
+        h_abs = abs(options.first_step)
+    else:
+        h_abs = initial_step(
+            func, t, state[0], state[1], solver.error_order, options.rtol, options.atol, direction
+        )
+    h_abs = min(max(h_abs, options.min_step), options.max_step, abs(t_end - t))
+    nonfinite_trial = False
+    while not outputs.done:
+        if stats.n_steps >= options.max_steps:
+            raise _fail(
+                "max_steps",
+                f"reached max_steps={options.max_steps}",
+                "Raise max_steps or loosen the tolerances. " + _hint(solver),
+                t,
+                direction * h_abs,
+                stats.n_steps,
+            )
+        target = times[outputs.next] if options.land_on_outputs else t_end
+        h = direction * h_abs
+        # Stretch onto the target rather than leave a sliver of a step (Hairer's 1.01 rule).
+        landed = direction * (t + 1.01 * h - target) >= 0
+        if landed:
+            h = target - t
+        if abs(h) <= 16 * math.ulp(max(abs(t), abs(t_end))):
+            detail = "the step size underflowed"
+            if nonfinite_trial:
+                detail += " (the last trial steps gave a non-finite state: NaN or inf)"
+            raise _fail("step_underflow", detail, _hint(solver), t, h, stats.n_steps)
+        result = solver.step(func, t, h, state)
+        ratio_t = error_ratio(result.error, state[0], result.state[0], options.rtol, options.atol)
+        finite_t = torch.isfinite(result.state[0]).all()
+        ratio, finite = torch.stack([ratio_t, finite_t.to(ratio_t.dtype)]).tolist()
+        nonfinite_trial = not finite
+        if nonfinite_trial:
+            ratio = math.inf
+        accepted, h_next = controller.propose(abs(h), ratio)
+        if not accepted:
+            stats.n_rejected += 1
+            if abs(h) <= options.min_step:
+                raise _fail(
+                    "min_step",
+                    f"the error test failed (error ratio {ratio:.3g}) "
+                    f"at min_step={options.min_step:.6g}",
+                    _hint(solver),
+                    t,
+                    h,
+                    stats.n_steps,
+                )
+            h_abs = max(h_next, options.min_step)
+            continue
+        t1 = target if landed else t + h
+        state = _accept(solver, func, t, h, t1, state, result, outputs, stats, steps)
+        t = t1
+        h_abs = min(max(h_next, options.min_step), options.max_step)
+    return state
