@@ -62,16 +62,20 @@ class PIController:
     After an accepted step the new step is
     ``h * safety * ratio ** (-beta1 / k) * previous_ratio ** (beta2 / k)``
     with ``k = error_order + 1``, clipped to ``[dfactor, ifactor]`` times
-    ``h``. After a rejection it is ``h * safety * ratio ** (-1 / k)``,
-    clipped to ``[dfactor, 1]``, and the next accepted step may not grow.
+    ``h``. The defaults ``beta1 = 0.85, beta2 = 0.2`` are those of Hairer's
+    DOPRI5 (``0.17`` and ``0.04`` for ``k = 5``). After a rejection the step
+    is ``h * reject_safety * ratio ** (-1 / k)``, clipped to ``[dfactor, 1]``,
+    and the next accepted step may not grow: the lower safety after a
+    rejection avoids chains of rejections where the error changes fast.
     """
 
     error_order: int
     safety: float = 0.9
     ifactor: float = 10.0
     dfactor: float = 0.2
-    beta1: float = 0.7
-    beta2: float = 0.4
+    beta1: float = 0.85
+    beta2: float = 0.2
+    reject_safety: float = 0.8
 
     def __post_init__(self) -> None:
         self._previous_ratio = 1.0
@@ -97,6 +101,6 @@ class PIController:
             self._previous_ratio = max(ratio, 1e-4)
             self._just_rejected = False
             return True, h * factor
-        factor = min(1.0, max(self.dfactor, self.safety * ratio ** (-1.0 / k)))
+        factor = min(1.0, max(self.dfactor, self.reject_safety * ratio ** (-1.0 / k)))
         self._just_rejected = True
         return False, h * factor
