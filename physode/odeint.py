@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .gradients import GRADIENT_METHODS
+from .gradients import GRADIENT_METHODS, GradientOptions
 from .solvers import FIXED_STEP_METHODS, Solver, make_solver
 from .solvers.loop import DEFAULT_MAX_STEPS, SolveOptions, Stats
 
@@ -119,11 +119,29 @@ def _options(
     )
 
 
+def _gradient_options(adjoint_rtol, adjoint_atol, checkpoint_every, on_drift) -> GradientOptions:
+    if adjoint_rtol is not None:
+        adjoint_rtol = _positive("adjoint_rtol", adjoint_rtol)
+    if adjoint_atol is not None:
+        adjoint_atol = _positive("adjoint_atol", adjoint_atol)
+    if checkpoint_every is not None and (
+        isinstance(checkpoint_every, bool)
+        or not isinstance(checkpoint_every, int)
+        or checkpoint_every < 1
+    ):
+        raise ValueError(
+            f"mali_checkpoint_every: must be a positive integer, got {checkpoint_every!r}"
+        )
+    if on_drift not in ("warn", "error"):
+        raise ValueError(f"mali_on_drift: must be 'warn' or 'error', got {on_drift!r}")
+    return GradientOptions(adjoint_rtol, adjoint_atol, checkpoint_every, on_drift)
+
+
 def solve(
     func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     y0: torch.Tensor,
     t,
-    method: str | Solver = "dopri5",
+    method: str | Solver | None = None,
     grad: str = "direct",
     rtol: float = 1e-6,
     atol: float = 1e-8,
@@ -135,6 +153,10 @@ def solve(
     max_step: float | None = None,
     land_on_outputs: bool = False,
     params: Sequence[torch.Tensor] | None = None,
+    adjoint_rtol: float | None = None,
+    adjoint_atol: float | None = None,
+    mali_checkpoint_every: int | None = None,
+    mali_on_drift: str = "warn",
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return the states at ``t``.
 
@@ -150,7 +172,14 @@ def solve(
             ``step_size``); ``heun_euler``, ``bosh3``, ``dopri5``, ``tsit5``
             (adaptive); ``alf`` (asynchronous leapfrog, adaptive or fixed); or
             a solver object such as ``physode.solvers.AsyncLeapfrog(eta=0.9)``.
-        grad: how gradients are computed: ``direct`` (autograd through the solver).
+            Default: ``dopri5``, or ``alf`` with ``grad="mali"``.
+        grad: how gradients are computed: ``direct`` (autograd through every
+            operation of the solver); ``adjoint`` (reverse-time augmented ODE,
+            Chen et al. 2018); ``aca`` (Adaptive Checkpoint Adjoint: stored
+            accepted states, each step re-run locally in backward); ``mali``
+            (ALF only: final state and step sizes stored, states rebuilt with
+            the exact inverse step; memory constant in the number of steps).
+            ``aca`` and ``mali`` support double backward.
         rtol, atol: relative and absolute tolerances of the adaptive methods.
             The error norm is the RMS over the whole state of
             ``err / (atol + rtol * max(|y|, |y_new|))``.
@@ -164,7 +193,14 @@ def solve(
         land_on_outputs: end steps exactly on every output time instead of
             interpolating between steps.
         params: tensors that ``func`` closes over and that need gradients
-            (used by the gradient methods that are not ``direct``).
+            (needed by every gradient method but ``direct``; an ``nn.Module``'s
+            own parameters are found automatically).
+        adjoint_rtol, adjoint_atol: tolerances of the reverse solve of
+            ``grad="adjoint"`` (default: ``rtol``, ``atol``).
+        mali_checkpoint_every: with ``grad="mali"``, keep an exact state every
+            K steps, bounding the reconstruction drift at memory O(N/K).
+        mali_on_drift: ``"warn"`` (default) or ``"error"`` when MALI's rebuilt
+            states drift from the true ones by more than the tolerance.
 
     Returns:
         A :class:`Solution` with ``ys`` of shape ``(len(t), *S)``.
@@ -178,16 +214,19 @@ def solve(
         raise ValueError(f"func: must be callable, got {type(func).__name__}")
     _check_state(y0)
     times = _times(t)
-    solver = make_solver(method)
     if grad not in GRADIENT_METHODS:
         raise ValueError(
             f"grad: unknown gradient method {grad!r}; choose one of {', '.join(GRADIENT_METHODS)}"
         )
+    solver = make_solver(method if method is not None else ("alf" if grad == "mali" else "dopri5"))
+    grad_options = _gradient_options(
+        adjoint_rtol, adjoint_atol, mali_checkpoint_every, mali_on_drift
+    )
     options = _options(
         solver, rtol, atol, step_size, first_step, min_step, max_step, max_steps, land_on_outputs
     )
     params = tuple(params) if params is not None else ()
-    ys, stats = GRADIENT_METHODS[grad](func, y0, times, solver, options, params)
+    ys, stats = GRADIENT_METHODS[grad](func, y0, times, solver, options, params, grad_options)
     return Solution(ys=ys, t=torch.tensor(times, dtype=torch.float64), stats=stats)
 
 
@@ -195,7 +234,7 @@ def odeint(
     func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     y0: torch.Tensor,
     t,
-    method: str | Solver = "dopri5",
+    method: str | Solver | None = None,
     grad: str = "direct",
     rtol: float = 1e-6,
     atol: float = 1e-8,

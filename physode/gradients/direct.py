@@ -14,6 +14,7 @@ import torch
 
 from ..solvers.base import Solver
 from ..solvers.loop import CountedFunction, SolveOptions, Stats, integrate
+from .options import GradientOptions
 
 
 def solve(
@@ -23,6 +24,7 @@ def solve(
     solver: Solver,
     options: SolveOptions,
     params: Sequence[torch.Tensor],
+    grad_options: GradientOptions,
 ) -> tuple[torch.Tensor, Stats]:
     """States at ``times`` as a ``(len(times), *y0.shape)`` tensor, with the solve's statistics."""
     stats = Stats()

@@ -158,9 +158,13 @@ class _Outputs:
     def covered(self, t: float, h: float, t1: float) -> tuple[tuple[int, float], ...]:
         """``(k, theta)`` for the output times in ``(t, t1]``."""
         found = []
-        while self.next < len(self.times) and self.direction * (self.times[self.next] - t1) <= 0:
+        # An output within a few ulps of the step's end is that end (the step landed on it).
+        slack = 4 * math.ulp(abs(t1))
+        while (
+            self.next < len(self.times) and self.direction * (self.times[self.next] - t1) <= slack
+        ):
             tk = self.times[self.next]
-            found.append((self.next, 1.0 if tk == t1 else (tk - t) / h))
+            found.append((self.next, 1.0 if abs(tk - t1) <= slack else (tk - t) / h))
             self.next += 1
         return tuple(found)
 
@@ -188,6 +192,7 @@ def integrate(
     options: SolveOptions,
     stats: Stats,
     record: bool = False,
+    keep_state_every: int | None = 1,
 ) -> Trajectory:
     """Solve from ``times[0]`` to ``times[-1]``, returning the states at every time in ``times``.
 
@@ -198,8 +203,10 @@ def integrate(
         times: strictly monotonic output times (float64), ``times[0]`` the start.
         options: tolerances and step-size settings.
         stats: filled in place.
-        record: keep every accepted step (start time, step, start state) and
-            the output times it covers.
+        record: keep every accepted step (start time, step size, start state)
+            and the output times it covers. The step ends at exactly ``t + h``.
+        keep_state_every: with ``record``, keep the start state of every
+            K-th accepted step only (``None``: none), the others as ``None``.
 
     Returns:
         ``ys`` (one ``S``-shaped tensor per output time), the recorded steps
@@ -208,6 +215,7 @@ def integrate(
     t = times[0]
     outputs = _Outputs(times, y0, 1.0 if len(times) < 2 or times[-1] > t else -1.0)
     steps: list[AcceptedStep] | None = [] if record else None
+    recorder = _Recorder(steps, keep_state_every) if record else None
     state = solver.init(func, t, y0)
     if outputs.done:
         return Trajectory(outputs.ys, steps, state)
@@ -221,25 +229,36 @@ def integrate(
             0,
         )
     if options.step_size is not None:
-        state = _fixed_steps(solver, func, state, times, outputs, options, stats, steps)
+        state = _fixed_steps(solver, func, state, times, outputs, options, stats, recorder)
     else:
-        state = _adaptive_steps(solver, func, state, times, outputs, options, stats, steps)
+        state = _adaptive_steps(solver, func, state, times, outputs, options, stats, recorder)
     return Trajectory(outputs.ys, steps, state)
 
 
-def _accept(solver, func, t, h, t1, state, result, outputs, stats, steps):
-    """Book-keeping shared by both loops once a step is accepted; returns the new state."""
+class _Recorder:
+    def __init__(self, steps: list[AcceptedStep], keep_state_every: int | None) -> None:
+        self.steps = steps
+        self.every = keep_state_every
+
+    def add(self, t: float, h: float, state, covered) -> None:
+        keep = self.every is not None and len(self.steps) % self.every == 0
+        self.steps.append(AcceptedStep(t, h, state if keep else None, covered))
+
+
+def _accept(solver, func, t, h, state, result, outputs, stats, recorder):
+    """Book-keeping shared by both loops once a step is accepted; returns ``(t1, new state)``."""
+    t1 = t + h
     new_state = solver.complete(func, t1, result.state)
     covered = outputs.covered(t, h, t1)
     if covered:
         outputs.fill(covered, new_state[0], solver.interpolant(h, state, new_state, result.stages))
-    if steps is not None:
-        steps.append(AcceptedStep(t, h, state, covered))
+    if recorder is not None:
+        recorder.add(t, h, state, covered)
     stats.n_accepted += 1
-    return new_state
+    return t1, new_state
 
 
-def _fixed_steps(solver, func, state, times, outputs, options, stats, steps):
+def _fixed_steps(solver, func, state, times, outputs, options, stats, recorder):
     direction = outputs.direction
     h = direction * abs(options.step_size)
     span = abs(times[-1] - times[0])
@@ -268,12 +287,11 @@ def _fixed_steps(solver, func, state, times, outputs, options, stats, steps):
             anchor, i = target, 0
         result = solver.step(func, t, t1 - t, state)
         _check_finite(result.state[0], t, t1 - t, stats.n_steps)
-        state = _accept(solver, func, t, t1 - t, t1, state, result, outputs, stats, steps)
-        t = t1
+        t, state = _accept(solver, func, t, t1 - t, state, result, outputs, stats, recorder)
     return state
 
 
-def _adaptive_steps(solver, func, state, times, outputs, options, stats, steps):
+def _adaptive_steps(solver, func, state, times, outputs, options, stats, recorder):
     if solver.error_order is None:
         raise ValueError(
             f"step_size: method {solver.name!r} has no error estimate and needs a fixed step_size"
@@ -333,8 +351,6 @@ def _adaptive_steps(solver, func, state, times, outputs, options, stats, steps):
                 )
             h_abs = max(h_next, options.min_step)
             continue
-        t1 = target if landed else t + h
-        state = _accept(solver, func, t, h, t1, state, result, outputs, stats, steps)
-        t = t1
+        t, state = _accept(solver, func, t, h, state, result, outputs, stats, recorder)
         h_abs = min(max(h_next, options.min_step), options.max_step)
     return state

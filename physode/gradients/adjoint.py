@@ -1,0 +1,133 @@
+"""The continuous adjoint (Chen et al., NeurIPS 2018).
+
+After the forward solve (no graph, nothing stored but the outputs), the
+augmented system ``(y, a = dL/dy, g = dL/dtheta)`` with ``dy/dt = f``,
+``da/dt = -a df/dy``, ``dg/dt = -a df/dtheta`` is integrated backwards in time
+with the same solver, one output interval at a time; ``dL/dy(t_k)`` is added
+to ``a`` at each output time, where ``y`` restarts from the forward solution
+(as in Chen et al.'s implementation). The state is re-integrated in reverse,
+so on dynamics that are unstable backwards (contracting forwards) the
+gradient can be far off: this method is the baseline that shows why ACA and
+MALI exist. Memory is constant in the number of steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..solvers.base import Solver
+from ..solvers.loop import CountedFunction, SolveOptions, Stats, integrate
+from .common import CheckedFunction, collect_params
+from .options import GradientOptions
+
+
+class _Augmented:
+    """The reverse-time augmented dynamics on one flat vector ``[y, a, g]``."""
+
+    def __init__(self, func: CountedFunction, shape: torch.Size, params) -> None:
+        self.func = func
+        self.shape = shape
+        self.n = shape.numel()
+        self.params = params
+
+    def __call__(self, t: float, s: torch.Tensor) -> torch.Tensor:
+        y = s[: self.n].view(self.shape)
+        a = s[self.n : 2 * self.n].view(self.shape)
+        with torch.enable_grad():
+            y = y.detach().requires_grad_()
+            f = self.func(t, y)
+            vjps = torch.autograd.grad(f, (y, *self.params), a, allow_unused=True)
+        parts = [f.detach().reshape(-1), -vjps[0].reshape(-1)]
+        for g, p in zip(vjps[1:], self.params, strict=True):
+            parts.append(
+                torch.zeros(p.numel(), dtype=s.dtype, device=s.device)
+                if g is None
+                else -g.reshape(-1).to(s.dtype)
+            )
+        return torch.cat(parts)
+
+
+class _Adjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, run: dict, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        trajectory = integrate(
+            run["solver"], run["func"], y0, run["times"], run["options"], run["stats"]
+        )
+        ys = torch.stack(trajectory.ys)
+        ctx.run = run
+        ctx.save_for_backward(ys, *params)
+        return ys
+
+    @staticmethod
+    def backward(ctx, grad_ys: torch.Tensor):
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "grad='adjoint' does not support double backward (create_graph=True); "
+                "use grad='aca' or grad='mali'"
+            )
+        run = ctx.run
+        ys, *params = ctx.saved_tensors
+        times, stats = run["times"], run["stats"]
+        shape = ys.shape[1:]
+        counted = CountedFunction(run["func"].func, ys[0])
+        augmented = _Augmented(counted, shape, params)
+        n_params = sum(p.numel() for p in params)
+        g = torch.zeros(n_params, dtype=ys.dtype, device=ys.device)
+        a = grad_ys[-1].reshape(-1)
+        for k in range(len(times) - 1, 0, -1):
+            s = torch.cat([ys[k].reshape(-1), a, g])
+            back = CountedFunction(augmented, s)
+            traj = integrate(
+                run["solver"],
+                back,
+                s,
+                [times[k], times[k - 1]],
+                run["adjoint_options"],
+                Stats(),
+            )
+            s = traj.ys[-1]
+            a = s[shape.numel() : 2 * shape.numel()] + grad_ys[k - 1].reshape(-1)
+            g = s[2 * shape.numel() :]
+        stats.n_f_evals_backward = counted.count
+        grads, offset = [], 0
+        for p in params:
+            grads.append(g[offset : offset + p.numel()].view_as(p).to(p.dtype))
+            offset += p.numel()
+        return (None, a.view(shape), *grads)
+
+
+def solve(
+    func: Callable,
+    y0: torch.Tensor,
+    times: list[float],
+    solver: Solver,
+    options: SolveOptions,
+    params: Sequence[torch.Tensor],
+    grad_options: GradientOptions,
+) -> tuple[torch.Tensor, Stats]:
+    """States at ``times`` with gradients by the continuous adjoint; see the module docstring."""
+    params = collect_params(func, params)
+    stats = Stats()
+    counted = CheckedFunction(func, y0, params, "adjoint")
+    adjoint_options = dataclasses.replace(
+        options,
+        rtol=grad_options.adjoint_rtol or options.rtol,
+        atol=grad_options.adjoint_atol or options.atol,
+        first_step=None,
+    )
+    run = {
+        "solver": solver,
+        "func": counted,
+        "times": times,
+        "options": options,
+        "stats": stats,
+        "adjoint_options": adjoint_options,
+    }
+    try:
+        ys = _Adjoint.apply(run, y0, *params)
+    finally:
+        stats.n_f_evals = counted.count
+    return ys, stats

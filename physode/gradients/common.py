@@ -1,0 +1,169 @@
+"""Pieces shared by the gradient methods that run the forward solve without a graph."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..solvers.base import Solver
+from ..solvers.loop import AcceptedStep, CountedFunction
+
+
+def collect_params(func: Callable, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The tensors that receive gradients: ``func``'s parameters (if a module) plus ``params``."""
+    found: list[torch.Tensor] = []
+    if isinstance(func, torch.nn.Module):
+        found.extend(p for p in func.parameters() if p.requires_grad)
+    for p in params:
+        if not isinstance(p, torch.Tensor):
+            raise ValueError(f"params: expected tensors, got {type(p).__name__}")
+        found.append(p)
+    unique: dict[int, torch.Tensor] = {}
+    for p in found:
+        unique.setdefault(id(p), p)
+    return tuple(unique.values())
+
+
+def _graph_leaves(out: torch.Tensor) -> list[torch.Tensor]:
+    """The leaf tensors requiring grad that ``out`` was computed from."""
+    leaves, seen, stack = [], set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if hasattr(node, "variable"):
+            leaves.append(node.variable)
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    return leaves
+
+
+class CheckedFunction(CountedFunction):
+    """A counted function whose first call also checks that every tensor ``func`` needs
+    gradients for is known: otherwise its gradient would be silently lost."""
+
+    def __init__(
+        self, func: Callable, like: torch.Tensor, params: Sequence[torch.Tensor], grad: str
+    ) -> None:
+        super().__init__(func, like)
+        self._known = {id(p) for p in params}
+        self._grad = grad
+        self._leaves_checked = False
+
+    def __call__(self, t: float, y: torch.Tensor) -> torch.Tensor:
+        if self._leaves_checked:
+            return super().__call__(t, y)
+        with torch.enable_grad():
+            out = super().__call__(t, y.detach())
+        if out.requires_grad:
+            unknown = [p for p in _graph_leaves(out) if id(p) not in self._known]
+            if unknown:
+                shapes = ", ".join(str(tuple(p.shape)) for p in unknown[:4])
+                raise ValueError(
+                    f"params: func uses tensors that require grad but were not given "
+                    f"(shapes {shapes}); with grad={self._grad!r} pass them as "
+                    "params=(...) or make func an nn.Module that owns them"
+                )
+        self._leaves_checked = True
+        return out.detach()
+
+
+def make_state(template, y: torch.Tensor, d: torch.Tensor):
+    """A solver state of ``template``'s kind from its two differentiable parts."""
+    return type(template)(y, d)
+
+
+def step_vjp(
+    solver: Solver,
+    func: CountedFunction,
+    step: AcceptedStep,
+    state0,
+    adjoint: tuple[torch.Tensor, torch.Tensor],
+    grad_ys: torch.Tensor,
+    params: tuple[torch.Tensor, ...],
+) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """Re-run one accepted step from ``state0`` with a graph and pull the adjoint back through it.
+
+    Args:
+        state0: the solver state at the step's start (values only).
+        adjoint: ``(dL/dy, dL/dd)`` at the step's end, ``d`` being the state's
+            second part (the derivative for Runge-Kutta, the velocity for ALF);
+            gradients of outputs at the step's end must already be included.
+        grad_ys: dL/d(outputs), one row per output time.
+
+    Returns:
+        ``(dL/dy, dL/dd)`` at the step's start and the gradients of ``params``
+        (``None`` where a parameter is unused).
+    """
+    with torch.enable_grad():
+        y = state0[0].detach().requires_grad_()
+        d = state0[1].detach().requires_grad_()
+        start = make_state(state0, y, d)
+        result = solver.step(func, step.t, step.h, start)
+        end = solver.complete(func, step.t + step.h, result.state)
+        outs, cotangents = [end[0], end[1]], list(adjoint)
+        inner = [(k, th) for k, th in step.outputs if th != 1.0]
+        if inner:
+            dense = solver.interpolant(step.h, start, end, result.stages)
+            outs.append(dense([th for _, th in inner]))
+            cotangents.append(grad_ys[[k for k, _ in inner]])
+        grads = torch.autograd.grad(outs, (y, d, *params), cotangents, allow_unused=True)
+    return grads[0], grads[1], grads[2:]
+
+
+def initial_vjp(
+    func: CountedFunction,
+    t0: float,
+    y0: torch.Tensor,
+    a_d: torch.Tensor,
+    params: tuple[torch.Tensor, ...],
+) -> tuple[torch.Tensor, tuple]:
+    """Pull ``dL/dd0`` back through ``d0 = f(t0, y0)``: returns dL/dy0 and parameter gradients."""
+    with torch.enable_grad():
+        y = y0.detach().requires_grad_()
+        grads = torch.autograd.grad(func(t0, y), (y, *params), a_d, allow_unused=True)
+    return grads[0], grads[1:]
+
+
+def add_grads(total: list, new: Sequence) -> None:
+    """Accumulate parameter gradients in place (``None`` means zero)."""
+    for i, g in enumerate(new):
+        if g is not None:
+            total[i] = g if total[i] is None else total[i] + g
+
+
+def zeros_for_unused(grads: Sequence, params: Sequence[torch.Tensor]) -> tuple:
+    return tuple(
+        torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)
+    )
+
+
+def replay(
+    solver: Solver,
+    func: CountedFunction,
+    y0: torch.Tensor,
+    t0: float,
+    steps: Sequence[AcceptedStep],
+    n_outputs: int,
+) -> torch.Tensor:
+    """Re-run the accepted steps from ``y0`` with a graph (step sizes held fixed).
+
+    Used for double backward: the result is differentiable in ``y0`` and the
+    parameters to any order. Returns ``(n_outputs, *y0.shape)``.
+    """
+    ys: list = [y0] + [None] * (n_outputs - 1)
+    state = solver.init(func, t0, y0)
+    for step in steps:
+        result = solver.step(func, step.t, step.h, state)
+        end = solver.complete(func, step.t + step.h, result.state)
+        inner = [(k, th) for k, th in step.outputs if th != 1.0]
+        if inner:
+            values = solver.interpolant(step.h, state, end, result.stages)([th for _, th in inner])
+            for i, (k, _) in enumerate(inner):
+                ys[k] = values[i]
+        for k, th in step.outputs:
+            if th == 1.0:
+                ys[k] = end[0]
+        state = end
+    return torch.stack(ys)
