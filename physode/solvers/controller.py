@@ -35,15 +35,17 @@ def initial_step(
     rtol: float,
     atol: float,
     direction: float,
+    span: float,
 ) -> float:
     """A first step size after Hairer, Norsett & Wanner, Solving ODEs I, section II.4.
 
-    Costs one evaluation of ``func``. Returns a positive magnitude.
+    Costs one evaluation of ``func``, made inside ``[t0, t0 + direction * span]``.
+    Returns a positive magnitude.
     """
     with torch.no_grad():
         scale = y0.abs().mul(rtol).add_(atol)
         d0, d1 = torch.stack([_rms_scaled(y0, scale), _rms_scaled(f0, scale)]).tolist()
-        h0 = 1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1
+        h0 = min(1e-6 if d0 < 1e-5 or d1 < 1e-5 else 0.01 * d0 / d1, span)
         f1 = func(t0 + direction * h0, y0.add(f0, alpha=direction * h0))
         d2 = _rms_scaled(f1 - f0, scale).item() / h0
     if not math.isfinite(d2):

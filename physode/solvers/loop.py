@@ -10,6 +10,7 @@ finiteness flag for a fixed step).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -261,10 +262,14 @@ def _accept(solver, func, t, h, state, result, outputs, stats, recorder):
 def _fixed_steps(solver, func, state, times, outputs, options, stats, recorder):
     direction = outputs.direction
     h = direction * abs(options.step_size)
-    span = abs(times[-1] - times[0])
-    needed = math.ceil(span / abs(h) * (1 - 1e-12)) + (
-        len(times) - 2 if options.land_on_outputs else 0
+    # The grid restarts at each output time it lands on; a step within 1e-9 h
+    # of its target is snapped onto it (see below), hence the slack.
+    spans = (
+        [abs(b - a) for a, b in itertools.pairwise(times)]
+        if options.land_on_outputs
+        else [abs(times[-1] - times[0])]
     )
+    needed = sum(math.ceil(span / abs(h) - 1e-9) for span in spans)
     if needed > options.max_steps:
         raise _fail(
             "max_steps",
@@ -304,7 +309,15 @@ def _adaptive_steps(solver, func, state, times, outputs, options, stats, recorde
         h_abs = abs(options.first_step)
     else:
         h_abs = initial_step(
-            func, t, state[0], state[1], solver.error_order, options.rtol, options.atol, direction
+            func,
+            t,
+            state[0],
+            state[1],
+            solver.error_order,
+            options.rtol,
+            options.atol,
+            direction,
+            abs(t_end - t),
         )
     h_abs = min(max(h_abs, options.min_step), options.max_step, abs(t_end - t))
     nonfinite_trial = False
@@ -321,7 +334,7 @@ def _adaptive_steps(solver, func, state, times, outputs, options, stats, recorde
         target = times[outputs.next] if options.land_on_outputs else t_end
         h = direction * h_abs
         # Stretch onto the target rather than leave a sliver of a step (Hairer's 1.01 rule).
-        landed = direction * (t + 1.01 * h - target) >= 0
+        landed = direction * (t + 1.01 * h - target) >= 0 and abs(target - t) <= options.max_step
         if landed:
             h = target - t
         if abs(h) <= 16 * math.ulp(max(abs(t), abs(t_end))):
