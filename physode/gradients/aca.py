@@ -22,8 +22,8 @@ from .common import (
     CheckedFunction,
     add_grads,
     collect_params,
+    double_backward,
     initial_vjp,
-    replay,
     step_vjp,
     zeros_for_unused,
 )
@@ -55,15 +55,9 @@ class _ACA(torch.autograd.Function):
         solver, times = run["solver"], run["times"]
         func = run["backward_func"]
         if torch.is_grad_enabled():
-            # Double backward: differentiate a replay of the same steps with a graph.
-            with torch.enable_grad():
-                y0_ = y0.detach().requires_grad_()
-                ys = replay(solver, func, y0_, times[0], steps, len(times))
-                grads = torch.autograd.grad(
-                    ys, (y0_, *params), grad_ys, create_graph=True, allow_unused=True
-                )
+            grads = double_backward(solver, func, y0, params, steps, times, grad_ys)
             run["stats"].n_f_evals_backward = func.count
-            return (None, grads[0], *zeros_for_unused(grads[1:], params))
+            return (None, *grads)
         a_y = torch.zeros_like(y0)
         a_d = torch.zeros_like(y0)
         total: list = [None] * len(params)

@@ -167,3 +167,26 @@ def replay(
                 ys[k] = end[0]
         state = end
     return torch.stack(ys)
+
+
+def double_backward(
+    solver: Solver,
+    func: CountedFunction,
+    y0: torch.Tensor,
+    params: Sequence[torch.Tensor],
+    steps: Sequence[AcceptedStep],
+    times: Sequence[float],
+    grad_ys: torch.Tensor,
+) -> tuple:
+    """First derivatives that are themselves differentiable (``create_graph=True``).
+
+    Replays the accepted steps from the saved ``y0`` with a graph, so the
+    result depends on ``y0`` and the parameters to any order. Returns the
+    gradients of ``y0`` and of each parameter (``None`` where not needed).
+    """
+    with torch.enable_grad():
+        ys = replay(solver, func, y0, times[0], steps, len(times))
+        inputs = [x for x in (y0, *params) if x.requires_grad]
+        found = iter(torch.autograd.grad(ys, inputs, grad_ys, create_graph=True, allow_unused=True))
+    grads = [next(found) if x.requires_grad else None for x in (y0, *params)]
+    return grads[0], *zeros_for_unused(grads[1:], params)

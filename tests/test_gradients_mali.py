@@ -1,0 +1,225 @@
+"""MALI: the ALF requirement, accuracy on damped problems, the reconstruction-drift check."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from test_gradients import (
+    A_STIFF,
+    F64,
+    linear_gradients,
+    linear_reference,
+    rel,
+)
+
+import physode
+from physode.solvers import AsyncLeapfrog
+
+
+def decay(t, y):
+    return -y
+
+
+Y1 = torch.tensor([1.0, -0.5], dtype=F64)
+
+
+# --------------------------------------------------------------------------------------------
+# 7. MALI needs ALF, and picks it by default.
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"method": "dopri5"}, {"method": "tsit5"}, {"method": "rk4", "step_size": 0.1}]
+)
+def test_mali_refuses_other_solvers(kwargs):
+    y0 = Y1.clone().requires_grad_()
+    with pytest.raises(ValueError, match="method"):
+        physode.odeint(decay, y0, [0.0, 1.0], grad="mali", **kwargs)
+
+
+def test_mali_defaults_to_alf():
+    y0 = Y1.clone().requires_grad_()
+    t = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    sol = physode.solve(decay, y0, t, grad="mali", rtol=1e-6, atol=1e-8)
+    # ALF costs one evaluation per (accepted or rejected) step, plus the initial
+    # velocity and the initial step-size probe; dopri5 would cost six per step.
+    stats = sol.stats
+    assert stats.n_accepted > 10
+    assert stats.n_f_evals == stats.n_steps + 2
+    alf = physode.solve(decay, Y1, t, method="alf", rtol=1e-6, atol=1e-8)
+    assert torch.equal(sol.ys.detach(), alf.ys)
+    assert rel(sol.ys.detach(), torch.exp(-t)[:, None] * Y1) < 1e-4
+    (g,) = torch.autograd.grad(sol.ys[-1].sum(), y0)
+    assert abs(g[0].item() / math.exp(-1.0) - 1) < 1e-4
+    assert "mali_drift" in stats.extra
+
+
+def test_mali_accepts_an_alf_solver_object():
+    k = torch.tensor(1.0, dtype=F64, requires_grad=True)
+    y0 = Y1.clone().requires_grad_()
+    # eta < 1: the inverse step amplifies round-off by 1/(2 eta - 1) = 1.25 per step,
+    # so 1000 steps need checkpoints (without them the drift is ~1e82).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ys = physode.odeint(
+            lambda t, y: -k * y,
+            y0,
+            [0.0, 1.0],
+            method=AsyncLeapfrog(eta=0.9),
+            grad="mali",
+            step_size=1e-3,
+            params=(k,),
+            mali_checkpoint_every=20,
+        )
+        g_y0, g_k = torch.autograd.grad(ys[-1].sum(), (y0, k))
+    # eta < 1 makes ALF first order: ~h-sized relative error.
+    assert abs(g_y0[0].item() / math.exp(-1.0) - 1) < 1e-2
+    assert abs(g_k.item() / (-math.exp(-1.0) * Y1.sum().item()) - 1) < 1e-2
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Damped linear systems against matrix_exp.
+
+# ALF with eta = 1 cannot solve A_STIFF (eigenvalues -20, -5) over t in [0, 2]:
+# its parasitic mode grows like e^{|lambda| t} = e^{40} in the *forward* solve
+# (relative error ~1e9 at h = 1e-3, and adaptive ALF at rtol 1e-6 hits max_steps).
+# That is ALF's own limit, so accuracy is checked on a milder damped system, and
+# on A_STIFF MALI is checked against direct backprop through the same ALF steps.
+A_MILD = torch.tensor([[-3.0, 1.0], [0.0, -1.0]], dtype=F64)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"step_size": 2e-3, "mali_checkpoint_every": 10},
+        {"step_size": 2e-3},
+        {"rtol": 1e-8, "atol": 1e-8, "mali_checkpoint_every": 10},
+    ],
+    ids=["fixed-checkpoints", "fixed", "adaptive-checkpoints"],
+)
+def test_mali_damped_linear_system_against_matrix_exp(kwargs):
+    ref = linear_reference(A_MILD)
+    got, stats = linear_gradients(A_MILD, "mali", **kwargs)
+    assert stats.n_accepted >= 500
+    assert 0 <= stats.extra["mali_drift"] < 1
+    for g, r in zip(got, ref, strict=True):
+        assert rel(g, r) < 1e-4
+
+
+def test_mali_with_checkpoints_equals_direct_alf_on_the_stiff_system():
+    kwargs = {"method": "alf", "step_size": 5e-3}
+    ref, _ = linear_gradients(A_STIFF, "direct", **kwargs)
+    # The forward ALF solution itself is far off here (see above) ...
+    exact = linear_reference(A_STIFF)
+    assert rel(ref[1], exact[1]) > 1e3
+    # ... but with checkpoints MALI still gives the gradient of what was computed.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got, stats = linear_gradients(A_STIFF, "mali", mali_checkpoint_every=10, **kwargs)
+    assert stats.extra["mali_drift"] < 1e-3
+    for g, r in zip(got, ref, strict=True):
+        assert rel(g, r) < 1e-10
+    # Without checkpoints the inverse steps amplify round-off beyond repair.
+    with pytest.warns(RuntimeWarning, match="mali_checkpoint_every"):
+        bad, stats = linear_gradients(A_STIFF, "mali", **kwargs)
+    assert stats.extra["mali_drift"] > 1e10
+    assert rel(bad[1], ref[1]) > 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# 8. The drift check on a strongly contracting system.
+
+# y' = -k y, k = 50, with the damped ALF (eta = 0.9; first order, stable at h k = 0.05).
+# Going backwards, the inverse step amplifies ALF's parasitic mode by ~1.19 per step
+# against 1.05 for the true solution: over 500 steps round-off grows by ~1e26.
+K_FAST = 50.0
+T_FAST = torch.linspace(0.0, 0.5, 6, dtype=F64)
+W_FAST = torch.arange(1.0, 7.0, dtype=F64)[:, None]
+ETA09 = {"method": AsyncLeapfrog(eta=0.9), "step_size": 1e-3}
+
+
+def fast_decay_gradients(grad, **kwargs):
+    k = torch.tensor(K_FAST, dtype=F64, requires_grad=True)
+    y0 = Y1.clone().requires_grad_()
+    sol = physode.solve(lambda t, y: -k * y, y0, T_FAST, grad=grad, params=(k,), **ETA09, **kwargs)
+    exact = torch.exp(-K_FAST * T_FAST)[:, None] * Y1
+    # The forward solve is stable and first-order accurate (6% relative here).
+    assert rel(sol.ys[-1].detach(), exact[-1]) < 0.1
+    grads = torch.autograd.grad((W_FAST * sol.ys).sum(), (y0, k))
+    return grads, sol.stats
+
+
+def test_drift_without_checkpoints_warns():
+    ref, _ = fast_decay_gradients("direct")
+    with pytest.warns(RuntimeWarning, match="drifted"):
+        got, stats = fast_decay_gradients("mali")
+    assert stats.extra["mali_drift"] > 1e6
+    assert stats.n_accepted == 500
+    # The warning is deserved: dL/dk is far off.
+    assert rel(got[1], ref[1]) > 1.0
+
+
+def test_drift_without_checkpoints_raises_when_asked():
+    with pytest.raises(physode.SolverError, match="drifted") as info:
+        fast_decay_gradients("mali", mali_on_drift="error")
+    assert info.value.reason == "mali_drift"
+
+
+def test_checkpoints_bound_the_drift():
+    ref, _ = fast_decay_gradients("direct")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got, stats = fast_decay_gradients("mali", mali_checkpoint_every=5)
+    assert stats.extra["mali_drift"] < 1e-6
+    # The exact gradient of the discrete solve, and (to ALF's first order) of the ODE:
+    # dL/dk = -sum_k w_k t_k e^{-k t_k} sum(y0).
+    for g, r in zip(got, ref, strict=True):
+        assert rel(g, r) < 1e-10
+    exact_dk = -(W_FAST[:, 0] * T_FAST * torch.exp(-K_FAST * T_FAST)).sum() * Y1.sum()
+    assert abs(got[1].item() / exact_dk.item() - 1) < 0.1
+
+
+def test_drift_is_measured_in_tolerance_units():
+    # The same fixed steps with rtol and atol both ten times looser: the drift,
+    # |rebuilt - true| / (atol + rtol |true|) (RMS), is ten times smaller.
+    _, tight = fast_decay_gradients("mali", mali_checkpoint_every=5, rtol=1e-6, atol=1e-8)
+    _, loose = fast_decay_gradients("mali", mali_checkpoint_every=5, rtol=1e-5, atol=1e-7)
+    assert tight.extra["mali_drift"] > 0
+    assert abs(tight.extra["mali_drift"] / loose.extra["mali_drift"] - 10) < 1e-9
+
+
+@pytest.mark.parametrize("on_drift", ["warn", "error"])
+def test_a_reconstruction_that_overflows_is_reported(on_drift):
+    # eta = 0.6: the inverse step multiplies ALF's parasitic mode by ~5, so within a few
+    # hundred of the 600 inverse steps the rebuilt state overflows to inf and then NaN,
+    # and the gradient comes out NaN.
+    # BUG: mali.py combines drifts with Python's max(); max(d, nan) returns d, so
+    # the NaN drift is dropped: stats.extra["mali_drift"] reads 0.0, no warning is
+    # emitted and mali_on_drift="error" does not raise, while dL/dk is NaN.
+    k = torch.tensor(K_FAST, dtype=F64, requires_grad=True)
+    y0 = Y1.clone().requires_grad_()
+    sol = physode.solve(
+        lambda t, y: -k * y,
+        y0,
+        [0.0, 0.6],
+        method=AsyncLeapfrog(eta=0.6),
+        grad="mali",
+        step_size=1e-3,
+        params=(k,),
+        mali_on_drift=on_drift,
+    )
+    assert torch.isfinite(sol.ys).all()
+    loss = sol.ys[-1].sum()
+    if on_drift == "error":
+        with pytest.raises(physode.SolverError, match="drifted"):
+            torch.autograd.grad(loss, (y0, k))
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, g_k = torch.autograd.grad(loss, (y0, k))
+    drift = sol.stats.extra["mali_drift"]
+    assert math.isnan(g_k.item())  # what the user gets ...
+    assert not drift <= 1.0, f"a NaN reconstruction was reported as drift {drift}"
+    assert any(issubclass(w.category, RuntimeWarning) for w in caught)
