@@ -17,11 +17,10 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..solvers.base import Solver
-from ..solvers.loop import CountedFunction, SolveOptions, Stats, integrate
+from ..solvers.loop import SolveOptions, Stats, integrate
 from .common import (
-    CheckedFunction,
     add_grads,
-    collect_params,
+    apply_method,
     double_backward,
     initial_vjp,
     step_vjp,
@@ -86,19 +85,4 @@ def solve(
     grad_options: GradientOptions,
 ) -> tuple[torch.Tensor, Stats]:
     """States at ``times`` with gradients by ACA; see the module docstring."""
-    params = collect_params(func, params)
-    stats = Stats()
-    counted = CheckedFunction(func, y0, params, "aca")
-    run = {
-        "solver": solver,
-        "func": counted,
-        "times": times,
-        "options": options,
-        "stats": stats,
-        "backward_func": CountedFunction(func, y0),
-    }
-    try:
-        ys = _ACA.apply(run, y0, *params)
-    finally:
-        stats.n_f_evals = counted.count
-    return ys, stats
+    return apply_method(_ACA, "aca", func, y0, times, solver, options, params)

@@ -20,7 +20,7 @@ import torch
 
 from ..solvers.base import Solver
 from ..solvers.loop import CountedFunction, SolveOptions, Stats, integrate
-from .common import CheckedFunction, collect_params
+from .common import apply_method
 from .options import GradientOptions
 
 
@@ -109,25 +109,20 @@ def solve(
     grad_options: GradientOptions,
 ) -> tuple[torch.Tensor, Stats]:
     """States at ``times`` with gradients by the continuous adjoint; see the module docstring."""
-    params = collect_params(func, params)
-    stats = Stats()
-    counted = CheckedFunction(func, y0, params, "adjoint")
     adjoint_options = dataclasses.replace(
         options,
         rtol=grad_options.adjoint_rtol or options.rtol,
         atol=grad_options.adjoint_atol or options.atol,
         first_step=None,
     )
-    run = {
-        "solver": solver,
-        "func": counted,
-        "times": times,
-        "options": options,
-        "stats": stats,
-        "adjoint_options": adjoint_options,
-    }
-    try:
-        ys = _Adjoint.apply(run, y0, *params)
-    finally:
-        stats.n_f_evals = counted.count
-    return ys, stats
+    return apply_method(
+        _Adjoint,
+        "adjoint",
+        func,
+        y0,
+        times,
+        solver,
+        options,
+        params,
+        adjoint_options=adjoint_options,
+    )

@@ -190,3 +190,41 @@ def double_backward(
         found = iter(torch.autograd.grad(ys, inputs, grad_ys, create_graph=True, allow_unused=True))
     grads = [next(found) if x.requires_grad else None for x in (y0, *params)]
     return grads[0], *zeros_for_unused(grads[1:], params)
+
+
+def apply_method(
+    function: type[torch.autograd.Function],
+    name: str,
+    func: Callable,
+    y0: torch.Tensor,
+    times: list[float],
+    solver: Solver,
+    options,
+    params: Sequence[torch.Tensor],
+    **extra,
+):
+    """Run a gradient method's ``autograd.Function`` with the shared ``run`` record.
+
+    ``run`` holds the solver, the checked forward function, a plain counted
+    function for backward, the times, options and the ``Stats`` that both
+    passes fill; ``extra`` adds method-specific entries.
+    """
+    from ..solvers.loop import Stats
+
+    params = collect_params(func, params)
+    stats = Stats()
+    counted = CheckedFunction(func, y0, params, name)
+    run = {
+        "solver": solver,
+        "func": counted,
+        "times": times,
+        "options": options,
+        "stats": stats,
+        "backward_func": CountedFunction(func, y0),
+        **extra,
+    }
+    try:
+        ys = function.apply(run, y0, *params)
+    finally:
+        stats.n_f_evals = counted.count
+    return ys, stats

@@ -30,11 +30,10 @@ import torch
 from ..errors import SolverError
 from ..solvers.alf import AsyncLeapfrog
 from ..solvers.base import Solver
-from ..solvers.loop import CountedFunction, SolveOptions, Stats, integrate
+from ..solvers.loop import SolveOptions, Stats, integrate
 from .common import (
-    CheckedFunction,
     add_grads,
-    collect_params,
+    apply_method,
     double_backward,
     initial_vjp,
     step_vjp,
@@ -138,20 +137,6 @@ def solve(
             f"method: grad='mali' needs the asynchronous leapfrog (method='alf'), got "
             f"{solver.name!r}; leave method unset to get ALF"
         )
-    params = collect_params(func, params)
-    stats = Stats()
-    counted = CheckedFunction(func, y0, params, "mali")
-    run = {
-        "solver": solver,
-        "func": counted,
-        "times": times,
-        "options": options,
-        "stats": stats,
-        "backward_func": CountedFunction(func, y0),
-        "grad_options": grad_options,
-    }
-    try:
-        ys = _MALI.apply(run, y0, *params)
-    finally:
-        stats.n_f_evals = counted.count
-    return ys, stats
+    return apply_method(
+        _MALI, "mali", func, y0, times, solver, options, params, grad_options=grad_options
+    )
