@@ -17,12 +17,13 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..solvers.base import Solver
-from ..solvers.loop import SolveOptions, Stats, integrate
+from ..solvers.loop import SolveOptions, Stats
 from .common import (
     add_grads,
     apply_method,
     double_backward,
     initial_vjp,
+    recorded_forward,
     step_vjp,
     zeros_for_unused,
 )
@@ -32,20 +33,7 @@ from .options import GradientOptions
 class _ACA(torch.autograd.Function):
     @staticmethod
     def forward(ctx, run: dict, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        trajectory = integrate(
-            run["solver"],
-            run["func"],
-            y0,
-            run["times"],
-            run["options"],
-            run["stats"],
-            record=True,
-            keep_state_every=1,
-        )
-        ctx.run = run
-        ctx.steps = trajectory.steps
-        ctx.save_for_backward(y0, *params)
-        return torch.stack(trajectory.ys)
+        return recorded_forward(ctx, run, y0, params, keep_state_every=1)
 
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor):

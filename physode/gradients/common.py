@@ -228,3 +228,25 @@ def apply_method(
     finally:
         stats.n_f_evals = counted.count
     return ys, stats
+
+
+def recorded_forward(ctx, run: dict, y0: torch.Tensor, params, keep_state_every: int | None):
+    """The forward pass of ACA and MALI: solve without a graph, recording the accepted steps
+    (start states every ``keep_state_every`` steps) on ``ctx``; returns the stacked outputs."""
+    from ..solvers.loop import integrate
+
+    trajectory = integrate(
+        run["solver"],
+        run["func"],
+        y0,
+        run["times"],
+        run["options"],
+        run["stats"],
+        record=True,
+        keep_state_every=keep_state_every,
+    )
+    ctx.run = run
+    ctx.steps = trajectory.steps
+    ctx.final = trajectory.final_state
+    ctx.save_for_backward(y0, *params)
+    return torch.stack(trajectory.ys)

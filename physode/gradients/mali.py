@@ -30,12 +30,13 @@ import torch
 from ..errors import SolverError
 from ..solvers.alf import AsyncLeapfrog
 from ..solvers.base import Solver
-from ..solvers.loop import SolveOptions, Stats, integrate
+from ..solvers.loop import SolveOptions, Stats
 from .common import (
     add_grads,
     apply_method,
     double_backward,
     initial_vjp,
+    recorded_forward,
     step_vjp,
     zeros_for_unused,
 )
@@ -52,21 +53,9 @@ def _drift(rebuilt: torch.Tensor, true: torch.Tensor, options: SolveOptions) -> 
 class _MALI(torch.autograd.Function):
     @staticmethod
     def forward(ctx, run: dict, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        trajectory = integrate(
-            run["solver"],
-            run["func"],
-            y0,
-            run["times"],
-            run["options"],
-            run["stats"],
-            record=True,
-            keep_state_every=run["grad_options"].checkpoint_every,
+        return recorded_forward(
+            ctx, run, y0, params, keep_state_every=run["grad_options"].checkpoint_every
         )
-        ctx.run = run
-        ctx.steps = trajectory.steps
-        ctx.final = trajectory.final_state
-        ctx.save_for_backward(y0, *params)
-        return torch.stack(trajectory.ys)
 
     @staticmethod
     def backward(ctx, grad_ys: torch.Tensor):
