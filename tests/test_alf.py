@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from ode_problems import F64, oscillator_rhs, pendulum_rhs
+from ode_problems import F64, fitted_slope, oscillator_rhs, pendulum_rhs
 
 import physode
 from physode.solvers import AsyncLeapfrog
@@ -116,3 +116,46 @@ def test_alf_solver_object_through_odeint():
         oscillator_rhs, z0, t, method=AsyncLeapfrog(eta=0.9), rtol=1e-5, atol=1e-5
     )
     assert (damped - exact).abs().max().item() < 2e-2
+
+
+def test_inverse_goes_back_past_velocity_restarts():
+    # A restart loses the old velocity, so the restarted states are kept (as MALI
+    # does); from each, the inverse step goes back exactly with the velocity it replaced.
+    solver = AsyncLeapfrog(restart_every=4)
+    f = _float_time(pendulum_rhs)
+    h, n = 0.01, 23
+    state = start = solver.init(f, 0.0, torch.tensor([1.0, 0.3], dtype=F64))
+    kept = {}
+    for i in range(n):
+        state = solver.complete(f, (i + 1) * h, solver.step(f, i * h, h, state).state)
+        if state.restarted:
+            kept[i + 1] = state
+    assert sorted(kept) == [4, 8, 12, 16, 20]
+    assert state.count == n % 4
+    for i in reversed(range(n)):
+        if i + 1 in kept:
+            assert torch.allclose(state.z, kept[i + 1].z, rtol=0, atol=1e-13)
+            state = kept[i + 1]
+        state = solver.inverse(f, i * h, h, state)
+    assert state.count == 0
+    assert torch.allclose(state.z, start.z, rtol=0, atol=1e-13)
+    assert torch.allclose(state.v, start.v, rtol=0, atol=1e-13)
+
+
+def test_restarts_keep_alf_second_order():
+    # Each restart replaces v by the exact f(t, z): the global error stays O(h^2).
+    solver = AsyncLeapfrog(restart_every=3)
+    z0 = torch.tensor([1.0, 0.3], dtype=F64)
+    hs = [0.02, 0.01, 0.005]
+    errors = []
+    ref = physode.odeint(pendulum_rhs, z0, [0.0, 2.0], rtol=1e-12, atol=1e-12)[-1]
+    for h in hs:
+        end = physode.odeint(pendulum_rhs, z0, [0.0, 2.0], method=solver, step_size=h)[-1]
+        errors.append((end - ref).norm().item())
+    assert fitted_slope(hs, errors) == pytest.approx(2.0, abs=0.15)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_bad_restart_every_is_rejected(bad):
+    with pytest.raises(ValueError, match="restart_every"):
+        AsyncLeapfrog(restart_every=bad)

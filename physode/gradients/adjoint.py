@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ..errors import SolverError
 from ..solvers.base import Solver
 from ..solvers.loop import CountedFunction, SolveOptions, Stats, integrate
 from .common import apply_method
@@ -80,14 +81,17 @@ class _Adjoint(torch.autograd.Function):
         for k in range(len(times) - 1, 0, -1):
             s = torch.cat([ys[k].reshape(-1), a, g])
             back = CountedFunction(augmented, s)
-            traj = integrate(
-                run["solver"],
-                back,
-                s,
-                [times[k], times[k - 1]],
-                run["adjoint_options"],
-                Stats(),
-            )
+            try:
+                traj = integrate(
+                    run["solver"],
+                    back,
+                    s,
+                    [times[k], times[k - 1]],
+                    run["adjoint_options"],
+                    Stats(),
+                )
+            except SolverError as exc:
+                raise _backward_failure(exc, times[k], times[k - 1]) from exc
             s = traj.ys[-1]
             a = s[shape.numel() : 2 * shape.numel()] + grad_ys[k - 1].reshape(-1)
             g = s[2 * shape.numel() :]
@@ -97,6 +101,19 @@ class _Adjoint(torch.autograd.Function):
             grads.append(g[offset : offset + p.numel()].view_as(p).to(p.dtype))
             offset += p.numel()
         return (None, a.view(shape), *grads)
+
+
+def _backward_failure(exc: SolverError, t_from: float, t_to: float) -> SolverError:
+    # Reverse-time reconstruction of y is often unstable where the forward flow
+    # contracts (limit cycles, damping): say so, and point to the methods that
+    # never integrate y backwards.
+    message = (
+        f"grad='adjoint': the reverse-time solve of the augmented system (y, dL/dy, dL/dtheta) "
+        f"from t={t_from:.10g} to t={t_to:.10g} failed: {exc} Integrating y backwards in time "
+        "is unstable where the forward dynamics contract; grad='aca' (or 'mali') needs no "
+        "reverse-time reconstruction of y"
+    )
+    return SolverError(message, t=exc.t, h=exc.h, n_steps=exc.n_steps, reason=exc.reason)
 
 
 def solve(

@@ -70,8 +70,9 @@ class CheckedFunction(CountedFunction):
 
 
 def make_state(template, y: torch.Tensor, d: torch.Tensor):
-    """A solver state of ``template``'s kind from its two differentiable parts."""
-    return type(template)(y, d)
+    """A solver state of ``template``'s kind from its two differentiable parts
+    (the rest, such as ALF's restart counter, is copied)."""
+    return type(template)(y, d, *template[2:])
 
 
 def step_vjp(

@@ -17,6 +17,10 @@ difference in units of the tolerance (``atol + rtol |z|``, RMS) is reported
 as ``stats.extra["mali_drift"]``, and a drift above 1 warns (or raises
 ``SolverError`` with ``mali_on_drift="error"``). ``checkpoint_every=K``
 keeps an exact state every K steps, which bounds the drift at memory O(N/K).
+ALF's velocity restarts (``AsyncLeapfrog(restart_every=K)``, every 100 steps by
+default) replace ``v`` by ``f(t, z)``, which no inverse step can undo: the
+restarted states are kept, with the velocity they replaced, and act as exact
+checkpoints; ``restart_every=None`` gives memory constant in the number of steps.
 """
 
 from __future__ import annotations

@@ -243,6 +243,8 @@ class _Recorder:
 
     def add(self, t: float, h: float, state, covered) -> None:
         keep = self.every is not None and len(self.steps) % self.every == 0
+        # A state whose velocity was restarted cannot be rebuilt by an inverse step.
+        keep = keep or getattr(state, "restarted", False)
         self.steps.append(AcceptedStep(t, h, state if keep else None, covered))
 
 
