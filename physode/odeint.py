@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ._checks import optional_positive_int
 from .gradients import GRADIENT_METHODS, GradientOptions
 from .solvers import FIXED_STEP_METHODS, Solver, make_solver
 from .solvers.loop import DEFAULT_MAX_STEPS, SolveOptions, Stats
@@ -124,14 +125,7 @@ def _gradient_options(adjoint_rtol, adjoint_atol, checkpoint_every, on_drift) ->
         adjoint_rtol = _positive("adjoint_rtol", adjoint_rtol)
     if adjoint_atol is not None:
         adjoint_atol = _positive("adjoint_atol", adjoint_atol)
-    if checkpoint_every is not None and (
-        isinstance(checkpoint_every, bool)
-        or not isinstance(checkpoint_every, int)
-        or checkpoint_every < 1
-    ):
-        raise ValueError(
-            f"mali_checkpoint_every: must be a positive integer, got {checkpoint_every!r}"
-        )
+    optional_positive_int("mali_checkpoint_every", checkpoint_every)
     if on_drift not in ("warn", "error"):
         raise ValueError(f"mali_on_drift: must be 'warn' or 'error', got {on_drift!r}")
     return GradientOptions(adjoint_rtol, adjoint_atol, checkpoint_every, on_drift)

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import torch
 
+from .._checks import optional_positive_int
 from .base import StepFunction, StepResult
 from .interpolation import hermite_dense
 
@@ -89,16 +90,8 @@ class AsyncLeapfrog:
                 "eta: 0.5 makes the inverse ALF step divide by 2*eta - 1 = 0; "
                 "choose a value away from 0.5 (1.0 is the usual choice)"
             )
-        if restart_every is not None and (
-            isinstance(restart_every, bool)
-            or not isinstance(restart_every, int)
-            or restart_every < 1
-        ):
-            raise ValueError(
-                f"restart_every: must be a positive integer or None, got {restart_every!r}"
-            )
         self.eta = eta
-        self.restart_every = restart_every
+        self.restart_every = optional_positive_int("restart_every", restart_every)
         self.error_order = 2 if eta == 1.0 else 1
         if eta != 1.0:
             self.order = 1
