@@ -249,13 +249,24 @@ def physode_methods() -> list[Method]:
         physode_method("physode direct (dopri5)", "direct"),
         physode_method("physode adjoint (dopri5)", "adjoint"),
         physode_method("physode aca (dopri5)", "aca"),
-        physode_method("physode mali (alf)", "mali"),
+        physode_method("physode mali (alf, restart 100)", "mali"),
     ]
 
 
 def mali_variants() -> list[Method]:
     return [
-        physode_method("physode mali (alf), checkpoint 20", "mali", mali_checkpoint_every=20),
+        physode_method(
+            "physode mali (alf, no restarts)", "mali", method=AsyncLeapfrog(restart_every=None)
+        ),
+        physode_method(
+            "physode mali (alf, restart 20)", "mali", method=AsyncLeapfrog(restart_every=20)
+        ),
+        physode_method(
+            "physode mali (alf, no restarts), checkpoint 20",
+            "mali",
+            method=AsyncLeapfrog(restart_every=None),
+            mali_checkpoint_every=20,
+        ),
         physode_method("physode mali (alf eta=0.9)", "mali", method=AsyncLeapfrog(eta=0.9)),
         physode_method("physode direct (alf) [ALF's own gradient]", "direct", method="alf"),
     ]
@@ -541,7 +552,10 @@ def memory_methods() -> dict[str, Method]:
         physode_method("physode direct (rk4)", "direct", method="rk4"),
         physode_method("physode adjoint (rk4)", "adjoint", method="rk4"),
         physode_method("physode aca (rk4)", "aca", method="rk4"),
-        physode_method("physode mali (alf)", "mali"),
+        physode_method("physode mali (alf, restart 100)", "mali"),
+        physode_method(
+            "physode mali (alf, no restarts)", "mali", method=AsyncLeapfrog(restart_every=None)
+        ),
         *comparison_methods(fixed=True),
     ]
     return {m.label: m for m in methods}

@@ -111,7 +111,7 @@ def test_land_on_outputs_ends_steps_on_output_times(method):
         ("bosh3", 3, 0),
         # heun_euler is not FSAL: 1 per attempt, plus f(t1, y1) once accepted.
         ("heun_euler", 1, 1),
-        # ALF: one evaluation per attempt.
+        # ALF: one evaluation per attempt (and one per velocity restart, below).
         ("alf", 1, 0),
     ],
 )
@@ -128,6 +128,8 @@ def test_adaptive_function_evaluation_count(method, per_attempt, per_accept, fir
     # f(t0, y0), then one evaluation to choose the initial step unless it is given.
     initial = 1 + (first_step is None)
     expected = initial + per_attempt * (s.n_accepted + s.n_rejected) + per_accept * s.n_accepted
+    if method == "alf":
+        expected += s.n_accepted // 100
     assert s.n_f_evals == expected, s
     assert s.n_steps == s.n_accepted + s.n_rejected
 

@@ -104,8 +104,13 @@ def test_output_dtype_and_float32_agrees_with_float64(method):
     y64 = physode.odeint(rotation_rhs, Y0_ROT, t, method=method, rtol=rtol, atol=1e-7)
     assert y32.dtype == torch.float32
     assert y64.dtype == torch.float64
-    scale = y64.abs().max().item()
-    assert (y32.double() - y64).abs().max().item() < 1e-5 * scale
+    # Step sequences differ between the dtypes, so compare each with the exact solution:
+    # float32 is as accurate as float64 up to its own rounding.
+    exact = rotation_exact(t)
+    err32 = (y32.double() - exact).abs().max().item()
+    err64 = (y64 - exact).abs().max().item()
+    assert err64 < 1e-3
+    assert err32 < 1.5 * err64 + 1e-5
 
 
 @pytest.mark.parametrize("method", ["dopri5", "rk4", "alf"])
