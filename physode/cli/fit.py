@@ -1,0 +1,174 @@
+"""``physode fit``, ``physode evaluate`` and ``physode plot``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..datasets import TrajectoryFormatError
+from ..solvers import METHODS
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+def _echo_scores(scores: dict) -> None:
+    for key in ("fit_mse", "extrapolation_mse", "position_score"):
+        if scores.get(key) is not None:
+            click.echo(f"{key}: {scores[key]:.4g}")
+
+
+@click.command()
+@click.argument("config_file", metavar="CONFIG", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Run directory (default: output.dir of the config, else runs/<name>-<time> "
+    "next to the config file).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
+    help="Override a config value, e.g. --set train.epochs=5 --set solver.grad=mali "
+    "(values are read as YAML; repeatable).",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the fit in the run directory from its "
+    "last checkpoint (same result as an uninterrupted run).",
+)
+@click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+def fit(
+    config_file: Path,
+    run_dir: Path | None,
+    overrides: tuple[str, ...],
+    resume: bool,
+    print_config: bool,
+    quiet: bool,
+) -> None:
+    """Fit the model described by the YAML file CONFIG to its trajectory data.
+
+    Writes a run directory: config.yaml, metrics.csv (per epoch), metrics.json,
+    params.json (learned physical parameters), checkpoints/ (last.pt, best.pt),
+    predictions.nc (xarray, true and predicted trajectories over all times) and
+    plots/. Progress goes to stderr. A solver failure stops the fit with the
+    epoch and the reason, keeping the last good checkpoint.
+    """
+    from ..errors import SolverError
+    from ..training import ConfigError, config_to_yaml, load_config
+    from ..training.fit import FitError
+    from ..training.fit import fit as run_fit
+    from ..training.problem import FitSetupError
+
+    try:
+        config = load_config(config_file, overrides)
+        if print_config:
+            click.echo(config_to_yaml(config), nl=False)
+            return
+        result = run_fit(config, run_dir, resume=resume, stream=None if quiet else sys.stderr)
+    except (ConfigError, FitError, FitSetupError, TrajectoryFormatError, SolverError) as exc:
+        raise _fail(exc) from None
+    except (FileNotFoundError, FileExistsError) as exc:
+        raise _fail(exc) from None
+    summary = result.summary
+    click.echo(f"run directory: {result.run_dir}")
+    for name, value in result.parameters.items():
+        click.echo(f"learned {name}: {value}")
+    _echo_scores(summary)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default=None,
+    help="Solver to predict with (default: the one trained with).",
+)
+@click.option(
+    "--grad",
+    default=None,
+    hidden=True,
+    help="Accepted for symmetry with fit; prediction needs no gradients.",
+)
+@click.option("--rtol", type=float, default=None, help="Relative tolerance.")
+@click.option("--atol", type=float, default=None, help="Absolute tolerance.")
+@click.option("--step-size", type=float, default=None, help="Step size for fixed-step methods.")
+@click.option(
+    "--checkpoint",
+    type=click.Choice(["last.pt", "best.pt"]),
+    default="last.pt",
+    show_default=True,
+    help="Which checkpoint to score.",
+)
+def evaluate(
+    run_dir: Path,
+    method: str | None,
+    grad: str | None,
+    rtol: float | None,
+    atol: float | None,
+    step_size: float | None,
+    checkpoint: str,
+) -> None:
+    """Re-score the model trained in RUN_DIR with another solver, without retraining.
+
+    Prints the fit-window and extrapolation MSE and the position score, and
+    writes them to RUN_DIR/evaluations/.
+    """
+    from ..errors import SolverError
+    from ..training import ConfigError
+    from ..training.evaluate import evaluate_run
+
+    try:
+        result = evaluate_run(
+            run_dir,
+            method=method,
+            grad=grad,
+            rtol=rtol,
+            atol=atol,
+            step_size=step_size,
+            checkpoint=checkpoint,
+        )
+    except (ConfigError, SolverError, ValueError, FileNotFoundError) as exc:
+        raise _fail(exc) from None
+    s = result["solver"]
+    click.echo(f"solver: {s['method']} ({s['grad']}) rtol={s['rtol']:g} atol={s['atol']:g}")
+    _echo_scores(result)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--trajectory",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Which trajectory (position in predictions.nc) to draw.",
+)
+def plot(run_dir: Path, trajectory: int) -> None:
+    """Draw the extrapolation plots of RUN_DIR from its predictions.nc into RUN_DIR/plots."""
+    import xarray as xr
+
+    from ..training import plot_predictions
+
+    path = run_dir / "predictions.nc"
+    if not path.exists():
+        raise click.ClickException(f"{path}: missing (the fit did not finish?)")
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        if not 0 <= trajectory < ds.sizes["trajectory"]:
+            raise click.ClickException(
+                f"--trajectory: {trajectory} is out of range (0..{ds.sizes['trajectory'] - 1})"
+            )
+        files = plot_predictions(ds.load(), run_dir / "plots", trajectory=trajectory)
+    for f in files:
+        click.echo(str(f))

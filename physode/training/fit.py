@@ -1,0 +1,291 @@
+"""The fit loop behind ``physode fit``: epochs over mini-batches of trajectories,
+checkpoints, per-epoch metrics, resume, and the outputs at the end.
+
+A run directory holds::
+
+    config.yaml        the resolved config
+    metrics.csv        one row per epoch: loss, fit MSE, evaluations, seconds, parameters
+    metrics.json       the summary at the end: fit and extrapolation MSE, epochs, seconds
+    params.json        the learned physical parameters
+    checkpoints/       last.pt and best.pt (lowest epoch loss), written atomically
+    predictions.nc     true and predicted trajectories over all times (xarray, h5netcdf)
+    plots/             the extrapolation figures
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+import physode
+
+from ..errors import SolverError
+from .checkpoints import BEST, LAST, load_checkpoint, save_checkpoint
+from .config import Config, config_to_yaml, resolve_device, resolve_dtype, resolve_run_dir
+from .problem import Problem, TrainedSystem, build_model, load_problem
+from .progress import Progress
+from .report import write_outputs
+
+
+class FitError(RuntimeError):
+    """A fit that cannot go on (solver failure, non-finite loss, bad run directory)."""
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    epochs: int
+    final_loss: float
+    parameters: dict
+    summary: dict
+
+
+def _flat_parameters(params: dict) -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for name, value in params.items():
+        if isinstance(value, list):
+            for i, v in enumerate(torch.as_tensor(value).reshape(-1).tolist()):
+                flat[f"{name}_{i}"] = v
+        else:
+            flat[name] = value
+    return flat
+
+
+def make_optimizer(config: Config, params) -> torch.optim.Optimizer:
+    train = config.train
+    if train.optimizer == "adam":
+        return torch.optim.Adam(params, lr=train.lr)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=0.9)
+    return torch.optim.LBFGS(params, lr=train.lr, line_search_fn="strong_wolfe")
+
+
+def make_schedule(config: Config, optimizer):
+    s = config.train.schedule
+    if s is None:
+        return None
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config.train.epochs, eta_min=s.eta_min
+        )
+    if s.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=s.gamma)
+
+
+def solve_batch(config: Config, system: TrainedSystem, problem: Problem, rows, times, **overrides):
+    """Predicted trajectories of trajectories ``rows`` at ``times``: ``(B, T, D)``, with stats."""
+    s = config.solver
+    options = {
+        "method": s.method,
+        "grad": s.grad,
+        "rtol": s.rtol,
+        "atol": s.atol,
+        "step_size": s.step_size,
+        "max_steps": s.max_steps,
+        **overrides,
+    }
+    y0 = system.initial_state(problem.state, rows)
+    sol = physode.solve(system.model, y0, times, **options)
+    return sol.ys.transpose(0, 1), sol.stats
+
+
+def batch_loss(config: Config, pred, true, mask) -> torch.Tensor:
+    diff = (pred - true)[mask]
+    if diff.numel() == 0:
+        return pred.sum() * 0.0
+    return diff.square().mean() if config.train.loss == "mse" else diff.abs().mean()
+
+
+def _batches(n: int, batch_size: int | None, seed: int, epoch: int) -> list[torch.Tensor]:
+    # The order depends on (seed, epoch) only, so a resumed run sees the same batches.
+    if batch_size is None or batch_size >= n:
+        return [torch.arange(n)]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return list(order.split(batch_size))
+
+
+def _train_step(config, system, problem, optimizer, rows, total: dict) -> float:
+    """One optimiser step on trajectories ``rows``; adds to the epoch's ``total``."""
+    true = problem.state[rows, : problem.n_fit]
+    mask = problem.mask[rows, : problem.n_fit]
+    last = {}
+
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        pred, stats = solve_batch(config, system, problem, rows, problem.fit_time)
+        loss = batch_loss(config, pred, true, mask) + system.model.regularization(None, pred)
+        loss.backward()
+        total["fwd"] += stats.n_f_evals
+        total["bwd"] += stats.n_f_evals_backward
+        last["loss"], last["pred"] = loss.detach(), pred.detach()
+        return loss
+
+    optimizer.step(closure)
+    err = (last["pred"] - true)[mask]
+    loss = last["loss"].item()
+    total["loss"] += loss * len(rows)
+    total["sq"] += err.square().sum().item()
+    total["count"] += err.numel()
+    return loss
+
+
+class _Metrics:
+    """metrics.csv, one row per epoch; on resume, rows after the checkpoint are dropped."""
+
+    def __init__(self, path: Path, fields: list[str], keep_until: int) -> None:
+        self.path, self.fields = path, fields
+        rows = []
+        if keep_until > 0 and path.exists():
+            with open(path, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    try:
+                        if int(row["epoch"]) <= keep_until and None not in row.values():
+                            rows.append(row)
+                    except (KeyError, TypeError, ValueError):
+                        continue  # a row cut short by a kill
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def add(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, self.fields).writerow(row)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def prepare_run_dir(config: Config, run_dir: Path | None, resume: bool) -> Path:
+    run_dir = Path(run_dir) if run_dir is not None else resolve_run_dir(config)
+    last = run_dir / "checkpoints" / LAST
+    if resume:
+        if not last.exists():
+            raise FitError(f"--resume: {run_dir} holds no checkpoint ({last} is missing)")
+    elif last.exists():
+        raise FitError(
+            f"{run_dir} already holds a fit (checkpoints/{LAST}); pass --resume to continue "
+            "it, or choose another run directory with -o"
+        )
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def fit(
+    config: Config,
+    run_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    stream: TextIO | None = sys.stderr,
+) -> FitResult:
+    """Fit the model of ``config`` to its data, writing the run directory as it goes.
+
+    Args:
+        config: a validated config (see :func:`~physode.training.load_config`).
+        run_dir: where to write; default ``output.dir`` or a new timestamped folder.
+        resume: continue from ``run_dir/checkpoints/last.pt``; the result is the
+            same, bit for bit on the CPU, as a run that was never interrupted.
+        stream: where progress goes (``None``: silent).
+
+    Raises:
+        FitError: the solver failed (the message gives the epoch and the solver's
+            reason; the last good checkpoint is kept), the loss became non-finite,
+            or the run directory does not suit ``resume``.
+    """
+    dtype, device = resolve_dtype(config.train.dtype), resolve_device(config.train.device)
+    run_dir = prepare_run_dir(config, run_dir, resume)
+    (run_dir / "config.yaml").write_text(config_to_yaml(config))
+    torch.manual_seed(config.train.seed)
+    problem = load_problem(config, dtype, device)
+    model = build_model(config.model, problem.variables, dtype, device)
+    system = TrainedSystem(model, problem.state[:, 0] if config.train.learn_initial_state else None)
+    optimizer = make_optimizer(config, [p for p in system.parameters() if p.requires_grad])
+    schedule = make_schedule(config, optimizer)
+    start_epoch, best, seconds = 0, math.inf, 0.0
+    progress = Progress(config.train.epochs, stream, config.train.log_every)
+    if resume:
+        ckpt = load_checkpoint(run_dir / "checkpoints" / LAST, device)
+        system.load_state_dict(ckpt["system"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if schedule is not None:
+            schedule.load_state_dict(ckpt["schedule"])
+        start_epoch, best, seconds = ckpt["epoch"], ckpt["best_loss"], ckpt["seconds"]
+        progress.message(f"resuming {run_dir} after epoch {start_epoch}")
+    params_now = model.physical_parameters()
+    fields = ["epoch", "loss", "fit_mse", "n_f_evals", "n_f_evals_backward", "seconds", "lr"]
+    fields += list(_flat_parameters(params_now))
+    metrics = _Metrics(run_dir / "metrics.csv", fields, start_epoch)
+    n = problem.state.shape[0]
+    loss_value = math.nan
+    for epoch in range(start_epoch + 1, config.train.epochs + 1):
+        tic = time.perf_counter()
+        total = {"loss": 0.0, "sq": 0.0, "count": 0, "fwd": 0, "bwd": 0}
+        try:
+            for rows in _batches(n, config.train.batch_size, config.train.seed, epoch):
+                loss = _train_step(config, system, problem, optimizer, rows.to(device), total)
+                if not math.isfinite(loss):
+                    raise FitError(
+                        f"epoch {epoch}: the loss is {loss}; lower train.lr or check the "
+                        f"data. The last good checkpoint is kept in {run_dir / 'checkpoints'}"
+                    )
+        except SolverError as exc:
+            raise FitError(
+                f"epoch {epoch}: the solver failed: {exc}. The last good checkpoint (epoch "
+                f"{epoch - 1}) is kept in {run_dir / 'checkpoints'}; fix the config and "
+                "continue with --resume"
+            ) from exc
+        if schedule is not None:
+            schedule.step()
+        seconds += time.perf_counter() - tic
+        loss_value = total["loss"] / n
+        params_now = model.physical_parameters()
+        row = {
+            "epoch": epoch,
+            "loss": loss_value,
+            "fit_mse": total["sq"] / max(total["count"], 1),
+            "n_f_evals": total["fwd"],
+            "n_f_evals_backward": total["bwd"],
+            "seconds": time.perf_counter() - tic,
+            "lr": optimizer.param_groups[0]["lr"],
+            **_flat_parameters(params_now),
+        }
+        metrics.add(row)
+        progress.epoch(epoch, row, params_now)
+        state = {
+            "epoch": epoch,
+            "system": system.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict() if schedule is not None else {},
+            "best_loss": min(best, loss_value),
+            "seconds": seconds,
+        }
+        if loss_value < best:
+            best = loss_value
+            save_checkpoint(state, run_dir / "checkpoints" / BEST)
+        if epoch % config.train.checkpoint_every == 0 or epoch == config.train.epochs:
+            save_checkpoint(state, run_dir / "checkpoints" / LAST)
+    summary = write_outputs(config, system, problem, run_dir, seconds=seconds)
+    progress.message(f"wrote {run_dir}")
+    return FitResult(run_dir, config.train.epochs, loss_value, params_now, summary)
+
+
+def restore(run_dir: Path, config: Config, which: str = LAST, device: str | None = None):
+    """The trained system of a run directory, with its problem: ``(system, problem)``."""
+    dtype = resolve_dtype(config.train.dtype)
+    dev = resolve_device(device or config.train.device)
+    problem = load_problem(config, dtype, dev)
+    model = build_model(config.model, problem.variables, dtype, dev)
+    system = TrainedSystem(model, problem.state[:, 0] if config.train.learn_initial_state else None)
+    ckpt = load_checkpoint(Path(run_dir) / "checkpoints" / which, dev)
+    system.load_state_dict(ckpt["system"])
+    return system, problem

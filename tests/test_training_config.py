@@ -1,0 +1,386 @@
+"""The ``physode fit`` config: defaults, parsing, error messages, overrides, paths, round trip."""
+
+from __future__ import annotations
+
+import textwrap
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from physode.training.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    config_to_yaml,
+    load_config,
+    parse_yaml,
+    resolve_device,
+    resolve_dtype,
+    resolve_run_dir,
+)
+
+EXAMPLE = """\
+data:
+  path: threebody.h5          # trajectory file
+  simulate: threebody         # create the file with this simulator if it is missing
+  simulate_options: {}        # kwargs for the simulator
+  fit_window: [0.0, 1.0]      # fit on these times; later times are extrapolation
+  trajectories: null          # trajectory indices to use (null = all)
+  observed: null              # variable names the loss sees (null = all)
+model:
+  physics:                    # null for neural-only
+    name: nbody
+    n_bodies: 3
+    dim: 3
+    G: 1.45136
+    softening: 0.0
+    masses: {init: [1.0, 1.0, 1.0], learn: true}
+  neural: null                # or {hidden: [64, 64], activation: tanh, penalty: 0.0}
+solver: {method: dopri5, grad: aca, rtol: 1.0e-7, atol: 1.0e-8, step_size: null, max_steps: null}
+train: {epochs: 100, lr: 0.05, seed: 0, dtype: float64, device: auto, optimizer: adam,
+        schedule: null, batch_size: null, loss: mse, log_every: 1, checkpoint_every: 1,
+        learn_initial_state: false}
+output: {dir: null}           # null = runs/<config stem>-<timestamp> next to the config
+"""
+
+MINIMAL = """\
+data:
+  path: data.h5
+  fit_window: [0, 1]
+model:
+  physics: {name: nbody}
+"""
+
+
+def write(folder: Path, text: str, name: str = "threebody.yaml") -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(path: Path, overrides: tuple[str, ...] = ()) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    return str(info.value)
+
+
+def test_example_parses(tmp_path):
+    path = write(tmp_path, EXAMPLE)
+    config = load_config(path)
+    assert isinstance(config, Config)
+    assert config.source == path
+    assert config.data.path == tmp_path / "threebody.h5"
+    assert config.data.simulate == "threebody"
+    assert config.data.fit_window == (0.0, 1.0)
+    physics = config.model.physics
+    assert (physics.name, physics.n_bodies, physics.dim, physics.G) == ("nbody", 3, 3, 1.45136)
+    assert physics.masses.init == [1.0, 1.0, 1.0]
+    assert physics.masses.learn is True
+    assert config.model.neural is None
+    assert (config.solver.method, config.solver.grad) == ("dopri5", "aca")
+    assert config.solver.rtol == 1e-7
+    assert isinstance(config.solver.rtol, float)
+    assert config.train.epochs == 100
+    assert config.output.dir is None
+
+
+def test_defaults(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.data.simulate is None
+    assert config.data.simulate_options == {}
+    assert config.data.trajectories is None and config.data.observed is None
+    physics = config.model.physics
+    assert (physics.n_bodies, physics.dim, physics.G, physics.softening) == (3, 3, 1.0, 0.0)
+    assert physics.masses.init == [1.0, 1.0, 1.0] and physics.masses.learn
+    s = config.solver
+    assert (s.method, s.grad, s.rtol, s.atol, s.step_size, s.max_steps) == (
+        "dopri5",
+        "aca",
+        1e-7,
+        1e-8,
+        None,
+        None,
+    )
+    t = config.train
+    assert (t.epochs, t.lr, t.seed, t.dtype, t.device, t.optimizer) == (
+        100,
+        0.05,
+        0,
+        "float64",
+        "auto",
+        "adam",
+    )
+    assert (t.schedule, t.batch_size, t.loss, t.log_every, t.checkpoint_every) == (
+        None,
+        None,
+        "mse",
+        1,
+        1,
+    )
+    assert t.learn_initial_state is False
+    assert config.output.dir is None
+
+
+def test_mali_picks_the_leapfrog_by_default(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL), ["solver.grad=mali"])
+    assert config.solver.method == "alf"
+
+
+def test_exponent_numbers_are_floats(tmp_path):
+    # PyYAML alone (YAML 1.1) reads these as strings
+    assert yaml.safe_load("x: 1e-3")["x"] == "1e-3"
+    assert parse_yaml("x: 1e-3")["x"] == 0.001
+    assert parse_yaml("[1E5, 1.0e3, -2e+2, .5e-1, 7, 1.5, 0x10, abc]") == [
+        1e5,
+        1000.0,
+        -200.0,
+        0.05,
+        7,
+        1.5,
+        16,
+        "abc",
+    ]
+    path = write(
+        tmp_path,
+        MINIMAL + "solver: {rtol: 1e-9, atol: 1E-12}\ntrain: {lr: 1e-3, epochs: 1e3}\n",
+    )
+    config = load_config(path)
+    assert config.solver.rtol == 1e-9 and config.solver.atol == 1e-12
+    assert config.train.lr == 0.001 and isinstance(config.train.lr, float)
+    assert config.train.epochs == 1000 and isinstance(config.train.epochs, int)
+
+
+def test_unknown_key_names_path_and_suggestion(tmp_path):
+    path = write(tmp_path, EXAMPLE.replace("rtol: 1.0e-7", "rtoll: 1.0e-7"))
+    assert error_of(path) == (
+        f"{path}: unknown key 'solver.rtoll' (did you mean 'solver.rtol'?) (line 17)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL + "trian: {}\n", "unknown key 'trian' (did you mean 'train'?)"),
+        (
+            MINIMAL.replace("{name: nbody}", "{name: nbody, mases: {init: [1, 1, 1]}}"),
+            "unknown key 'model.physics.mases' (did you mean 'model.physics.masses'?)",
+        ),
+        (
+            MINIMAL + "train: {rtol: 1.0e-6}\n",
+            "unknown key 'train.rtol' (did you mean 'solver.rtol'?)",
+        ),
+        (
+            MINIMAL + "train: {schedule: {name: step, step_size: 3, gama: 0.5}}\n",
+            "train.schedule.gama",
+        ),
+    ],
+)
+def test_unknown_keys(tmp_path, text, expected):
+    assert expected in error_of(write(tmp_path, text))
+
+
+def test_the_file_name_prefixes_the_message(tmp_path, monkeypatch):
+    write(tmp_path, MINIMAL.replace("fit_window", "fit_windw"))
+    monkeypatch.chdir(tmp_path)
+    assert error_of(Path("threebody.yaml")) == (
+        "threebody.yaml: unknown key 'data.fit_windw' (did you mean 'data.fit_window'?) (line 3)"
+    )
+
+
+def test_several_errors_one_per_line(tmp_path):
+    text = MINIMAL + "solver: {rtol: -1, method: dopri6}\ntrain: {epochs: many, devise: cpu}\n"
+    lines = error_of(write(tmp_path, text)).splitlines()
+    assert len(lines) == 4
+    assert all(line.startswith(str(tmp_path / "threebody.yaml") + ": ") for line in lines)
+    joined = "\n".join(lines)
+    assert "solver.rtol: must be > 0" in joined
+    assert "solver.method: unknown value 'dopri6' (did you mean 'dopri5'?)" in joined
+    assert "train.epochs: expected an integer, got 'many'" in joined
+    assert "unknown key 'train.devise' (did you mean 'train.device'?)" in joined
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ("train: {epochs: many}", "train.epochs: expected an integer, got 'many' (str)"),
+        ("train: {epochs: 2.5}", "train.epochs: expected an integer, got 2.5"),
+        ("train: {lr: '0.05'}", "train.lr: expected a number, got '0.05' (str)"),
+        ("train: {learn_initial_state: 1}", "train.learn_initial_state: expected true or false"),
+        ("train: {dtype: float16}", "train.dtype: unknown value 'float16'"),
+        ("train: {device: gpu}", "train.device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ("train: {optimizer: adm}", "train.optimizer: unknown value 'adm' (did you mean 'adam'?)"),
+        ("train: {schedule: {name: cosin}}", "train.schedule.name: unknown name 'cosin'"),
+        ("train: {schedule: {name: step}}", "train.schedule.step_size: missing required key"),
+        ("solver: {grad: acca}", "solver.grad: unknown value 'acca' (did you mean 'aca'?)"),
+        ("solver: {atol: 0}", "solver.atol: must be > 0"),
+        ("solver: {method: rk4}", "solver.step_size: method 'rk4' is a fixed-step method"),
+        ("solver: {method: dopri5, grad: mali}", "solver.method: grad 'mali' needs method 'alf'"),
+        ("output: {dir: 3}", "output.dir: "),
+    ],
+)
+def test_wrong_values_name_the_path(tmp_path, section, expected):
+    message = error_of(write(tmp_path, MINIMAL + section + "\n"))
+    assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ("fit_window: [1.0, 0.5]", "data.fit_window: must be [start, end] with start < end"),
+        ("fit_window: [0.0]", "data.fit_window: expected [start, end], two numbers, got [0.0]"),
+        ("fit_window: 1.0", "data.fit_window: expected a list"),
+        ("trajectories: [0, 0]", "data.trajectories: lists 0 more than once"),
+        ("trajectories: [0, -1]", "data.trajectories[1]: must be >= 0"),
+        ("observed: []", "data.observed: must list at least one entry"),
+    ],
+)
+def test_data_section_checks(tmp_path, data, expected):
+    window = "" if data.startswith("fit_window") else "  fit_window: [0, 1]\n"
+    text = f"data:\n  path: d.h5\n{window}  {data}\nmodel: {{physics: {{name: nbody}}}}\n"
+    assert expected in error_of(write(tmp_path, text))
+
+
+def test_simulator_and_activation_checks(tmp_path):
+    path = write(tmp_path, EXAMPLE)
+    config = load_config(path, ["data.simulate_options={n_trajectories: 2, seed: 1}"])
+    assert config.data.simulate_options == {"n_trajectories": 2, "seed": 1}
+    message = error_of(path, ("data.simulate_options={n_trajectory: 2}",))
+    assert "data.simulate_options.n_trajectory: unknown option of simulator 'threebody'" in message
+    assert "(did you mean 'n_trajectories'?)" in message
+    message = error_of(path, ("data.simulate=threebdy",))
+    assert "data.simulate: unknown value 'threebdy' (did you mean 'threebody'?)" in message
+    message = error_of(path, ("model.neural={activation: tahn}",))
+    assert "model.neural.activation: unknown value 'tahn' (did you mean 'tanh'?)" in message
+
+
+def test_missing_sections(tmp_path):
+    message = error_of(write(tmp_path, "solver: {grad: aca}\n"))
+    assert "data: missing required key" in message
+    assert "model: missing required key" in message
+    message = error_of(write(tmp_path, MINIMAL.replace("physics: {name: nbody}", "physics: null")))
+    assert "model: needs model.physics, model.neural or both" in message
+    message = error_of(write(tmp_path, MINIMAL.replace("{name: nbody}", "{n_bodies: 2}")))
+    assert "model.physics.name: missing required key (choose one of: nbody)" in message
+
+
+def test_masses_length_mismatch(tmp_path):
+    text = EXAMPLE.replace("init: [1.0, 1.0, 1.0]", "init: [1.0, 1.0]")
+    message = error_of(write(tmp_path, text))
+    assert "model.physics.masses.init: has 2 value(s) but n_bodies is 3" in message
+    text = EXAMPLE.replace("init: [1.0, 1.0, 1.0]", "init: [1.0, -1.0, 1.0]")
+    assert "model.physics.masses.init[1]: must be > 0" in error_of(write(tmp_path, text))
+
+
+def test_overrides(tmp_path):
+    path = write(tmp_path, EXAMPLE)
+    config = load_config(
+        path,
+        [
+            "train.epochs=5",
+            "solver.grad=mali",
+            "solver.method=alf",
+            "data.fit_window=[0,0.5]",
+            "model.neural.hidden=[8, 8]",
+            "train.schedule={name: step, step_size: 2}",
+            "data.simulate_options.seed=3",
+        ],
+    )
+    assert config.train.epochs == 5 and isinstance(config.train.epochs, int)
+    assert config.solver.grad == "mali" and config.solver.method == "alf"
+    assert config.data.fit_window == (0.0, 0.5)
+    assert config.model.neural.hidden == [8, 8] and config.model.neural.activation == "tanh"
+    assert config.train.schedule.step_size == 2 and config.train.schedule.gamma == 0.1
+    assert config.data.simulate_options == {"seed": 3}
+    assert load_config(path, ["data.simulate="]).data.simulate is None
+
+
+def test_override_errors(tmp_path):
+    path = write(tmp_path, EXAMPLE)
+    message = error_of(path, ("solver.rtoll=1e-6",))
+    assert "unknown key 'solver.rtoll' (did you mean 'solver.rtol'?)" in message
+    assert "(from --set solver.rtoll=1e-6)" in message
+    assert "train.epochs: expected an integer" in error_of(path, ("train.epochs=five",))
+    assert "expected key.path=value" in error_of(path, ("train.epochs",))
+    assert "'solver.method' is a value, not a section" in error_of(path, ("solver.method.x=1",))
+    assert "cannot parse the value" in error_of(path, ("data.fit_window=[0,",))
+
+
+def test_relative_paths_follow_the_config_file(tmp_path, monkeypatch):
+    text = MINIMAL.replace("data.h5", "sub/data.h5") + "output: {dir: ../runs/a}\n"
+    write(tmp_path / "configs", text, "c.yaml")
+    monkeypatch.chdir(tmp_path)
+    config = load_config("configs/c.yaml")
+    assert config.source == tmp_path / "configs" / "c.yaml"
+    assert config.data.path == tmp_path / "configs" / "sub" / "data.h5"
+    assert config.output.dir == tmp_path / "runs" / "a"
+    absolute = tmp_path / "elsewhere" / "x.h5"
+    config = load_config("configs/c.yaml", [f"data.path={absolute}"])
+    assert config.data.path == absolute
+
+
+def test_run_dir(tmp_path):
+    config = load_config(write(tmp_path, MINIMAL))
+    when = datetime(2024, 5, 6, 7, 8, 9)
+    assert resolve_run_dir(config, now=when) == tmp_path / "runs" / "threebody-20240506-070809"
+    config = load_config(write(tmp_path, MINIMAL + "output: {dir: out}\n"))
+    assert resolve_run_dir(config) == tmp_path / "out"
+
+
+def test_file_level_errors(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    assert error_of(missing) == f"{missing}: config file not found"
+    message = error_of(write(tmp_path, "data:\n  path: x\n  fit_window: [0, 1\nmodel: {}\n"))
+    assert "YAML syntax error at line " in message
+    message = error_of(write(tmp_path, "data:\n  path: x\n    bad: indent\n"))
+    assert "YAML syntax error at line 3" in message
+    message = error_of(write(tmp_path, "- data\n- model\n"))
+    assert "the top level must be a mapping" in message and "got a list" in message
+    assert "got an empty file" in error_of(write(tmp_path, "# nothing\n"))
+    message = error_of(write(tmp_path, MINIMAL + "solver: {}\nsolver: {}\n"))
+    assert "duplicate key 'solver' (lines 6 and 7)" in message
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_round_trip(tmp_path):
+    path = write(tmp_path, EXAMPLE)
+    config = load_config(
+        path, ["model.neural={hidden: [16], activation: softplus}", "train.schedule={name: cosine}"]
+    )
+    text = config_to_yaml(config)
+    assert yaml.safe_load(text) == config_to_dict(config)  # plain YAML 1.1 reads it too
+    copy = write(tmp_path / "other", text, "resolved.yaml")
+    again = load_config(copy)
+    assert config_to_dict(again) == config_to_dict(config)
+    assert config_to_yaml(again) == text
+
+
+def test_config_from_dict(tmp_path):
+    data = parse_yaml(MINIMAL)
+    config = config_from_dict(data, base_dir=tmp_path)
+    assert config.data.path == tmp_path / "data.h5"
+    assert config.source is None
+    with pytest.raises(ConfigError, match=r"train\.lr: must be > 0"):
+        config_from_dict({**data, "train": {"lr": 0.0}})
+
+
+def test_resolve_dtype_and_device():
+    assert resolve_dtype("float32") is torch.float32
+    assert resolve_dtype("float64") is torch.float64
+    with pytest.raises(ValueError, match="dtype"):
+        resolve_dtype("float16")
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda:1' was asked for"):
+            resolve_device("cuda:1")
+    else:
+        with pytest.raises(ValueError, match="does not exist"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
