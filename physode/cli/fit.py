@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,6 +48,14 @@ def _echo_scores(scores: dict) -> None:
     help="Continue the fit in the run directory from its "
     "last checkpoint (same result as an uninterrupted run).",
 )
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train with this many processes (DistributedDataParallel) on this machine, "
+    "through torchrun: one per GPU, or gloo processes on the CPU.",
+)
 @click.option("--print-config", is_flag=True, help="Print the resolved config and exit.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def fit(
@@ -53,6 +63,7 @@ def fit(
     run_dir: Path | None,
     overrides: tuple[str, ...],
     resume: bool,
+    nproc: int,
     print_config: bool,
     quiet: bool,
 ) -> None:
@@ -63,7 +74,17 @@ def fit(
     predictions.nc (xarray, true and predicted trajectories over all times) and
     plots/. Progress goes to stderr. A solver failure stops the fit with the
     epoch and the reason, keeping the last good checkpoint.
+
+    Several processes: --nproc N here, or `torchrun --nproc_per_node=N -m physode
+    fit CONFIG` (and torchrun's --nnodes/--node-rank/--rdzv-endpoint across machines).
     """
+    if nproc > 1 and "WORLD_SIZE" not in os.environ and not print_config:
+        args = [str(config_file), *(["-o", str(run_dir)] if run_dir else [])]
+        args += [a for o in overrides for a in ("--set", o)]
+        args += ["--resume"] * resume + ["--quiet"] * quiet
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        launcher += [f"--nproc_per_node={nproc}", "-m", "physode", "fit", *args]
+        sys.exit(subprocess.call(launcher))
     from ..errors import SolverError
     from ..training import ConfigError, config_to_yaml, load_config
     from ..training.fit import FitError
@@ -80,6 +101,8 @@ def fit(
         raise _fail(exc) from None
     except (FileNotFoundError, FileExistsError) as exc:
         raise _fail(exc) from None
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     summary = result.summary
     click.echo(f"run directory: {result.run_dir}")
     for name, value in result.parameters.items():

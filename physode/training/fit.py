@@ -25,11 +25,10 @@ from typing import TextIO
 
 import torch
 
-import physode
-
 from ..errors import SolverError
 from .checkpoints import BEST, LAST, load_checkpoint, save_checkpoint
 from .config import Config, config_to_yaml, resolve_device, resolve_dtype, resolve_run_dir
+from .distributed import Distributed, join, leave, wrap
 from .problem import Problem, TrainedSystem, build_model, load_problem
 from .progress import Progress
 from .report import write_outputs
@@ -83,10 +82,10 @@ def make_schedule(config: Config, optimizer):
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=s.gamma)
 
 
-def solve_batch(config: Config, system: TrainedSystem, problem: Problem, rows, times, **overrides):
-    """Predicted trajectories of trajectories ``rows`` at ``times``: ``(B, T, D)``, with stats."""
+def solver_options(config: Config, **overrides) -> dict:
+    """The keyword arguments of :func:`physode.solve` that ``solver:`` describes."""
     s = config.solver
-    options = {
+    return {
         "method": s.method,
         "grad": s.grad,
         "rtol": s.rtol,
@@ -95,9 +94,16 @@ def solve_batch(config: Config, system: TrainedSystem, problem: Problem, rows, t
         "max_steps": s.max_steps,
         **overrides,
     }
-    y0 = system.initial_state(problem.state, rows)
-    sol = physode.solve(system.model, y0, times, **options)
-    return sol.ys.transpose(0, 1), sol.stats
+
+
+def solve_batch(config: Config, system, problem: Problem, rows, times, **overrides):
+    """Predicted trajectories of trajectories ``rows`` at ``times``: ``(B, T, D)``, with stats.
+
+    ``system`` is a :class:`TrainedSystem`, or one wrapped in DistributedDataParallel.
+    """
+    pred = system(problem.state, rows, times, solver_options(config, **overrides))
+    inner = system.module if hasattr(system, "module") else system
+    return pred, inner.last_stats
 
 
 def batch_loss(config: Config, pred, true, mask) -> torch.Tensor:
@@ -108,36 +114,57 @@ def batch_loss(config: Config, pred, true, mask) -> torch.Tensor:
 
 
 def _batches(n: int, batch_size: int | None, seed: int, epoch: int) -> list[torch.Tensor]:
-    # The order depends on (seed, epoch) only, so a resumed run sees the same batches.
+    """The global batches of an epoch. The order depends on (seed, epoch) only, as in
+    ``DistributedSampler``, so a resumed run and any number of ranks see the same batches."""
     if batch_size is None or batch_size >= n:
         return [torch.arange(n)]
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
     return list(order.split(batch_size))
 
 
-def _train_step(config, system, problem, optimizer, rows, total: dict) -> float:
-    """One optimiser step on trajectories ``rows``; adds to the epoch's ``total``."""
-    true = problem.state[rows, : problem.n_fit]
-    mask = problem.mask[rows, : problem.n_fit]
+def _train_step(config, system, problem, optimizer, rows, total: dict, ctx: Distributed) -> float:
+    """One optimiser step on the global batch ``rows`` (this rank solves its share);
+    adds this rank's part to the epoch's ``total``. Returns the global batch's loss."""
+    mine = ctx.shard(rows)
+    # DDP averages gradients over ranks: weighting by this rank's share of the batch
+    # makes that average the gradient of the global batch's loss. A rank whose share
+    # is empty still takes part in the step (DDP needs every rank), with weight 0.
+    weight = len(mine) * ctx.world / len(rows)
+    if len(mine) == 0:
+        mine = rows[:1]
+    true = problem.state[mine, : problem.n_fit]
+    mask = problem.mask[mine, : problem.n_fit]
     last = {}
 
     def closure():
         optimizer.zero_grad(set_to_none=True)
-        pred, stats = solve_batch(config, system, problem, rows, problem.fit_time)
-        loss = batch_loss(config, pred, true, mask) + system.model.regularization(None, pred)
-        loss.backward()
+        try:
+            pred, stats = solve_batch(config, system, problem, mine, problem.fit_time)
+            failure = None
+        except SolverError as exc:
+            failure = f"rank {ctx.rank}: {exc}"
+        # Every rank learns of a failure before any enters backward's all-reduce.
+        if not ctx.all_ok(failure is None):
+            raise _RankFailure("; ".join(f for f in ctx.gather(failure) if f))
+        model = system.module.model if ctx.active else system.model
+        loss = batch_loss(config, pred, true, mask) + model.regularization(None, pred)
+        (loss * weight).backward()
         total["fwd"] += stats.n_f_evals
         total["bwd"] += stats.n_f_evals_backward
         last["loss"], last["pred"] = loss.detach(), pred.detach()
-        return loss
+        return ctx.sum([loss.item() * weight])[0] / ctx.world if ctx.active else loss
 
     optimizer.step(closure)
-    err = (last["pred"] - true)[mask]
-    loss = last["loss"].item()
-    total["loss"] += loss * len(rows)
-    total["sq"] += err.square().sum().item()
-    total["count"] += err.numel()
-    return loss
+    if weight > 0:
+        err = (last["pred"] - true)[mask]
+        total["loss"] += last["loss"].item() * len(mine)
+        total["sq"] += err.square().sum().item()
+        total["count"] += err.numel()
+    return ctx.sum([last["loss"].item() * weight])[0] / ctx.world
+
+
+class _RankFailure(RuntimeError):
+    """A solve failed on some rank (the message names it)."""
 
 
 class _Metrics:
@@ -202,16 +229,35 @@ def fit(
             reason; the last good checkpoint is kept), the loss became non-finite,
             or the run directory does not suit ``resume``.
     """
-    dtype, device = resolve_dtype(config.train.dtype), resolve_device(config.train.device)
-    run_dir = prepare_run_dir(config, run_dir, resume)
-    (run_dir / "config.yaml").write_text(config_to_yaml(config))
+    ctx = join(config.train.device)
+    try:
+        result = _fit(config, run_dir, resume, stream, ctx)
+        ctx.barrier()  # no rank tears the group down while another still uses it
+        return result
+    finally:
+        leave(ctx)
+
+
+def _fit(config: Config, run_dir, resume: bool, stream, ctx: Distributed) -> FitResult:
+    dtype, device = resolve_dtype(config.train.dtype), ctx.device
+    # Rank 0 chooses the run directory (a timestamp could differ between ranks) and
+    # alone writes to it.
+    if ctx.is_main:
+        run_dir = prepare_run_dir(config, run_dir, resume)
+        (run_dir / "config.yaml").write_text(config_to_yaml(config))
+    run_dir = ctx.broadcast(run_dir)
     torch.manual_seed(config.train.seed)
+    if not ctx.is_main:
+        ctx.barrier()  # rank 0 may be simulating the data file
     problem = load_problem(config, dtype, device)
+    if ctx.is_main:
+        ctx.barrier()
     model = build_model(config.model, problem.variables, dtype, device)
     system = TrainedSystem(model, problem.state[:, 0] if config.train.learn_initial_state else None)
     optimizer = make_optimizer(config, [p for p in system.parameters() if p.requires_grad])
     schedule = make_schedule(config, optimizer)
     start_epoch, best, seconds = 0, math.inf, 0.0
+    stream = stream if ctx.is_main else None
     progress = Progress(config.train.epochs, stream, config.train.log_every)
     if resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / LAST, device)
@@ -221,10 +267,12 @@ def fit(
             schedule.load_state_dict(ckpt["schedule"])
         start_epoch, best, seconds = ckpt["epoch"], ckpt["best_loss"], ckpt["seconds"]
         progress.message(f"resuming {run_dir} after epoch {start_epoch}")
+    trained = wrap(system, ctx)
     params_now = model.physical_parameters()
     fields = ["epoch", "loss", "fit_mse", "n_f_evals", "n_f_evals_backward", "seconds", "lr"]
     fields += list(_flat_parameters(params_now))
-    metrics = _Metrics(run_dir / "metrics.csv", fields, start_epoch)
+    if ctx.is_main:
+        metrics = _Metrics(run_dir / "metrics.csv", fields, start_epoch)
     n = problem.state.shape[0]
     loss_value = math.nan
     for epoch in range(start_epoch + 1, config.train.epochs + 1):
@@ -232,13 +280,15 @@ def fit(
         total = {"loss": 0.0, "sq": 0.0, "count": 0, "fwd": 0, "bwd": 0}
         try:
             for rows in _batches(n, config.train.batch_size, config.train.seed, epoch):
-                loss = _train_step(config, system, problem, optimizer, rows.to(device), total)
+                loss = _train_step(config, trained, problem, optimizer, rows.to(device), total, ctx)
                 if not math.isfinite(loss):
                     raise FitError(
                         f"epoch {epoch}: the loss is {loss}; lower train.lr or check the "
                         f"data. The last good checkpoint is kept in {run_dir / 'checkpoints'}"
                     )
-        except SolverError as exc:
+        except (SolverError, _RankFailure) as exc:
+            if isinstance(exc, _RankFailure):
+                ctx.barrier()  # every rank is here: leave together
             raise FitError(
                 f"epoch {epoch}: the solver failed: {exc}. The last good checkpoint (epoch "
                 f"{epoch - 1}) is kept in {run_dir / 'checkpoints'}; fix the config and "
@@ -247,14 +297,19 @@ def fit(
         if schedule is not None:
             schedule.step()
         seconds += time.perf_counter() - tic
-        loss_value = total["loss"] / n
+        loss_sum, sq, count, fwd, bwd = ctx.sum(
+            [total["loss"], total["sq"], total["count"], total["fwd"], total["bwd"]]
+        )
+        loss_value = loss_sum / n
         params_now = model.physical_parameters()
+        if not ctx.is_main:
+            continue
         row = {
             "epoch": epoch,
             "loss": loss_value,
-            "fit_mse": total["sq"] / max(total["count"], 1),
-            "n_f_evals": total["fwd"],
-            "n_f_evals_backward": total["bwd"],
+            "fit_mse": sq / max(count, 1),
+            "n_f_evals": int(fwd),
+            "n_f_evals_backward": int(bwd),
             "seconds": time.perf_counter() - tic,
             "lr": optimizer.param_groups[0]["lr"],
             **_flat_parameters(params_now),
@@ -268,14 +323,17 @@ def fit(
             "schedule": schedule.state_dict() if schedule is not None else {},
             "best_loss": min(best, loss_value),
             "seconds": seconds,
+            "world_size": ctx.world,
         }
         if loss_value < best:
             best = loss_value
             save_checkpoint(state, run_dir / "checkpoints" / BEST)
         if epoch % config.train.checkpoint_every == 0 or epoch == config.train.epochs:
             save_checkpoint(state, run_dir / "checkpoints" / LAST)
-    summary = write_outputs(config, system, problem, run_dir, seconds=seconds)
-    progress.message(f"wrote {run_dir}")
+    summary = {}
+    if ctx.is_main:
+        summary = write_outputs(config, system, problem, run_dir, seconds=seconds)
+        progress.message(f"wrote {run_dir}")
     return FitResult(run_dir, config.train.epochs, loss_value, params_now, summary)
 
 

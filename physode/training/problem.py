@@ -17,6 +17,7 @@ from torch import nn
 
 from ..datasets import Trajectories, read_trajectories, simulate
 from ..models import MLP, Hybrid, NBodyGravity
+from ..odeint import solve
 from .config import Config, ModelConfig
 
 
@@ -162,3 +163,21 @@ class TrainedSystem(nn.Module):
     def initial_state(self, state: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """The states at the start of the fit window for trajectories ``rows``: ``(B, D)``."""
         return state[rows, 0] if self.initial is None else self.initial[rows]
+
+    def forward(
+        self, state: torch.Tensor, rows: torch.Tensor, times: torch.Tensor, options: dict
+    ) -> torch.Tensor:
+        """Trajectories ``rows`` solved from the start of the window over ``times``.
+
+        Args:
+            state: the data, ``(N, T, D)`` (its first time is the window's start).
+            rows: trajectory indices, ``(B,)``.
+            times: output times, ``(T',)``.
+            options: keyword arguments of :func:`physode.solve` (method, grad, ...).
+
+        Returns:
+            ``(B, T', D)``; the solver statistics are left in ``self.last_stats``.
+        """
+        sol = solve(self.model, self.initial_state(state, rows), times, **options)
+        self.last_stats = sol.stats
+        return sol.ys.transpose(0, 1)
