@@ -250,3 +250,32 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     assert json.loads((run / "params.json").read_text()) == json.loads(
         (tmp_path / "whole" / "params.json").read_text()
     )
+
+
+def test_a_solver_failure_stops_the_fit_with_its_epoch(tmp_path):
+    # Two epochs run; the third is given too few steps (through a resume with a
+    # tighter max_steps), so it stops there and keeps epoch 2's checkpoint.
+    config = write_config(tmp_path, epochs=3, optimizer="adam", lr=0.01, n_times=41)
+    run = tmp_path / "run"
+    first = CliRunner().invoke(
+        main, ["fit", str(config), "-o", str(run), "-q", "--set", "train.epochs=2"]
+    )
+    assert first.exit_code == 0, first.output
+    result = CliRunner().invoke(
+        main, ["fit", str(config), "-o", str(run), "-q", "--resume", "--set", "solver.max_steps=3"]
+    )
+    assert result.exit_code != 0
+    assert "epoch 3" in result.output and "max_steps=3" in result.output
+    assert "Traceback" not in result.output
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 2
+
+
+def test_float32_fit_recovers_the_masses(tmp_path):
+    config = write_config(tmp_path, rtol=1e-5)
+    result = run_cli("fit", config, "-o", tmp_path / "run", "-q", "--set", "train.dtype=float32")
+    assert result.exit_code == 0, result.output
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["system"]["model.physics.raw_masses"].dtype == torch.float32
+    masses = json.loads((tmp_path / "run" / "params.json").read_text())["masses"]
+    np.testing.assert_allclose(masses, [1.1, 1.1, 0.9], rtol=1e-3)
