@@ -245,6 +245,10 @@ class _Recorder:
         keep = self.every is not None and len(self.steps) % self.every == 0
         # A state whose velocity was restarted cannot be rebuilt by an inverse step.
         keep = keep or getattr(state, "restarted", False)
+        if keep and hasattr(state, "slope_change"):
+            # ALF's slope_change only feeds the forward error estimate: not worth a
+            # state-sized tensor per kept step.
+            state = state._replace(slope_change=None)
         self.steps.append(AcceptedStep(t, h, state if keep else None, covered))
 
 
