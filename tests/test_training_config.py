@@ -384,3 +384,106 @@ def test_resolve_dtype_and_device():
     else:
         with pytest.raises(ValueError, match="does not exist"):
             resolve_device(f"cuda:{torch.cuda.device_count()}")
+
+
+# ---------------------------------------------------------------------------- sequence models
+
+LATENT = """\
+data:
+  path: hopper.h5
+  simulate: hopper
+model:
+  latent: {kind: latent_ode}
+"""
+
+
+def test_latent_defaults_and_task(tmp_path):
+    config = load_config(write(tmp_path, LATENT))
+    spec = config.model.latent
+    assert (spec.kind, spec.latent_dim, spec.hidden_dim, spec.z0_hidden) == (
+        "latent_ode",
+        15,
+        30,
+        [100],
+    )
+    assert spec.dynamics_hidden is None and spec.encoder_method == "euler"
+    assert config.model.physics is None and config.model.neural is None
+    # The fit window is optional for a sequence model, and the task is filled in.
+    assert config.data.fit_window is None
+    task = config.task
+    assert (task.name, task.window, task.observed_fraction, task.train_fraction) == (
+        "interpolation",
+        100,
+        0.5,
+        0.8,
+    )
+    assert (task.n_samples, task.kl_warmup, task.kl_rate) == (3, 10, 0.99)
+    # The reference's tolerances, unless the config sets its own.
+    assert (config.solver.rtol, config.solver.atol) == (1e-3, 1e-4)
+    config = load_config(write(tmp_path, LATENT), ["solver.rtol=1e-5"])
+    assert (config.solver.rtol, config.solver.atol) == (1e-5, 1e-4)
+    # The three-body config is untouched by all this.
+    plain = load_config(write(tmp_path, MINIMAL))
+    assert plain.task is None and plain.model.latent is None and plain.solver.rtol == 1e-7
+
+
+@pytest.mark.parametrize("kind", ["latent_ode", "ode_rnn", "gru"])
+def test_latent_round_trip(tmp_path, kind):
+    path = write(tmp_path, LATENT.replace("latent_ode", kind))
+    config = load_config(path, ["task.name=extrapolation", "task.window=60"])
+    text = config_to_yaml(config)
+    again = load_config(write(tmp_path / "other", text, "resolved.yaml"))
+    assert config_to_dict(again) == config_to_dict(config)
+    assert config_to_yaml(again) == text
+    # Keys a kind does not read stay null.
+    assert (config.model.latent.latent_dim is None) == (kind != "latent_ode")
+    assert (config.model.latent.encoder_method is None) == (kind == "gru")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ("latent: {kind: gru, latent_dim: 4}", "model.latent.latent_dim: is read by kind"),
+        ("latent: {kind: ode_rnn, z0_hidden: [8]}", "model.latent.z0_hidden: is read by kind"),
+        ("latent: {kind: rnn}", "model.latent.kind: unknown value 'rnn'"),
+        ("latent: {kind: latent_ode, hiden_dim: 4}", "(did you mean 'model.latent.hidden_dim'?)"),
+        ("latent: {obs_std: 0}", "model.latent.obs_std: must be > 0"),
+        ("latent: {encoder_method: eulr}", "model.latent.encoder_method: unknown value 'eulr'"),
+    ],
+)
+def test_latent_model_errors(tmp_path, edit, message):
+    assert message in error_of(write(tmp_path, LATENT.replace("latent: {kind: latent_ode}", edit)))
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("task: {observed_fraction: 0}", "task.observed_fraction: must be > 0"),
+        ("task: {observed_fraction: 1.5}", "task.observed_fraction: must be <= 1"),
+        ("task: {train_fraction: 1}", "task.train_fraction: must be < 1"),
+        ("task: {name: forecast}", "task.name: unknown value 'forecast'"),
+        ("task: {name: extrapolation, window: 2}", "task.window: extrapolation observes"),
+        ("task: {windw: 50}", "unknown key 'task.windw' (did you mean 'task.window'?)"),
+        ("train: {loss: mae}", "train.loss: a sequence model is trained on its likelihood"),
+        ("train: {learn_initial_state: true}", "train.learn_initial_state: not available"),
+    ],
+)
+def test_task_and_train_errors(tmp_path, extra, message):
+    assert message in error_of(write(tmp_path, LATENT + extra + "\n"))
+
+
+def test_latent_does_not_mix_with_physics_and_task_needs_latent(tmp_path):
+    text = LATENT.replace("  latent:", "  physics: {name: nbody}\n  latent:")
+    message = error_of(write(tmp_path, text))
+    assert "model.latent: a sequence model is fitted on its own: set model.physics to null" in (
+        message
+    )
+    # A physics model still needs its fit window, and takes no task section.
+    message = error_of(write(tmp_path, MINIMAL.replace("  fit_window: [0, 1]\n", "")))
+    assert "data.fit_window: missing required key" in message
+    message = error_of(write(tmp_path, MINIMAL.replace("[0, 1]", "null")))
+    assert "data.fit_window: must be [start, end] (null is for model.latent only)" in message
+    message = error_of(write(tmp_path, MINIMAL + "task: {window: 50}\n"))
+    assert "task: is used only with model.latent" in message
+    message = error_of(write(tmp_path, MINIMAL.replace("physics: {name: nbody}", "physics: null")))
+    assert "model: needs model.physics, model.neural or both (or model.latent" in message

@@ -18,7 +18,7 @@ def _fail(exc: Exception) -> click.ClickException:
 
 
 def _echo_scores(scores: dict) -> None:
-    for key in ("fit_mse", "extrapolation_mse", "position_score"):
+    for key in ("fit_mse", "extrapolation_mse", "position_score", "test_mse"):
         if scores.get(key) is not None:
             click.echo(f"{key}: {scores[key]:.4g}")
 

@@ -35,3 +35,11 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint here")
     return torch.load(path, map_location=device, weights_only=True)
+
+
+def restore_training(ckpt: dict[str, Any], key: str, module, optimizer, schedule) -> None:
+    """Put a checkpoint's module (under ``key``), optimiser and schedule states back."""
+    module.load_state_dict(ckpt[key])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if schedule is not None:
+        schedule.load_state_dict(ckpt["schedule"])

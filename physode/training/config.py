@@ -1,12 +1,15 @@
 """The ``physode fit`` configuration: a YAML file, validated section by section.
 
-A config has five sections::
+A config has five sections, and a sixth for sequence models::
 
     data:    the trajectory file, the fit window, which trajectories and variables
-    model:   physics (a discriminated union on ``name``), an optional neural term
+    model:   physics (a discriminated union on ``name``), an optional neural term;
+             or ``latent``: a sequence model (latent ODE, ODE-RNN, GRU)
     solver:  method, gradient method, tolerances
     train:   epochs, optimizer, learning rate, seed, dtype, device, ...
     output:  the run directory
+    task:    (``model.latent`` only) interpolation or extrapolation on random
+             windows, the observed fraction, samples of z0, KL annealing
 
 :func:`load_config` reads a file (with ``--set key.path=value`` overrides) and
 returns a :class:`Config`; every problem it finds is reported at once in one
@@ -54,6 +57,7 @@ __all__ = [
     "CosineSchedule",
     "DataConfig",
     "ExponentialSchedule",
+    "LatentConfig",
     "MassesConfig",
     "ModelConfig",
     "NBodyConfig",
@@ -61,6 +65,7 @@ __all__ = [
     "OutputConfig",
     "SolverConfig",
     "StepSchedule",
+    "TaskConfig",
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
@@ -75,7 +80,7 @@ __all__ = [
 #: Activation names accepted by ``model.neural.activation`` (those of :class:`physode.models.MLP`).
 ACTIVATIONS = tuple(_MLP_ACTIVATIONS)
 
-_SECTIONS = ("data", "model", "solver", "train", "output")
+_SECTIONS = ("data", "model", "solver", "train", "output", "task")
 
 
 # --------------------------------------------------------------------------- errors
@@ -210,7 +215,9 @@ class DataConfig(_Section):
             (``None``: never simulate).
         simulate_options: keyword arguments for the simulator.
         fit_window: ``(start, end)`` in the file's time units; times after
-            ``end`` are extrapolation.
+            ``end`` are extrapolation. Required (it may not be left out) except
+            with ``model.latent``, where it is optional and only restricts the
+            times used (``None``: all).
         trajectories: indices of the trajectories to use (``None``: all).
         observed: names of the variables the loss sees (``None``: all).
     """
@@ -218,7 +225,9 @@ class DataConfig(_Section):
     path: PathField
     simulate: Literal[tuple(SIMULATORS)] | None = None  # type: ignore[valid-type]
     simulate_options: dict[str, Any] = Field(default_factory=dict)
-    fit_window: Annotated[tuple[FiniteFloat, FiniteFloat], BeforeValidator(_window_pair)]
+    # Required (no default); None is admitted for sequence models only, where
+    # Config fills it in when the key is left out (see Config._sequence_fit_window).
+    fit_window: Annotated[tuple[FiniteFloat, FiniteFloat], BeforeValidator(_window_pair)] | None
     trajectories: list[NonNegativeInt] | None = None
     observed: list[str] | None = None
 
@@ -249,8 +258,8 @@ class DataConfig(_Section):
 
     @field_validator("fit_window")
     @classmethod
-    def _window_increasing(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not value[0] < value[1]:
+    def _window_increasing(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
             raise _config_error(
                 f"must be [start, end] with start < end, got [{value[0]}, {value[1]}]"
             )
@@ -320,16 +329,108 @@ class NeuralConfig(_Section):
     penalty: NonNegativeFloat = 0.0
 
 
+#: The sequence models of ``model.latent.kind`` (those of
+#: :data:`physode.models.latent.SEQUENCE_MODELS`).
+SEQUENCE_KINDS = ("latent_ode", "ode_rnn", "gru")
+
+# The keys of `model.latent` only some kinds read, with the default each is
+# given where it is read and left out. Where a kind does not read a key, the
+# key must be null (or left out), so that a written config reads back as it was.
+_KIND_KEYS = {
+    "latent_dim": (("latent_ode",), 15),
+    "z0_hidden": (("latent_ode",), [100]),
+    "encoder_dynamics_hidden": (("latent_ode",), None),
+    "dynamics_hidden": (("latent_ode", "ode_rnn"), None),
+    "encoder_method": (("latent_ode", "ode_rnn"), "euler"),
+    "encoder_step_size": (("latent_ode", "ode_rnn"), None),
+}
+
+
+class LatentConfig(_Section):
+    """``model.latent``: a model of irregularly sampled time series (docs/latent.md).
+
+    Fitted on its own (``model.physics`` and ``model.neural`` must be null) by
+    :func:`physode.training.sequence.fit_sequence`, on the windows that
+    ``task`` describes.
+
+    Attributes:
+        kind: ``latent_ode`` (:class:`~physode.models.LatentODE`), ``ode_rnn``
+            (:class:`~physode.models.ODERNN`) or ``gru``
+            (:class:`~physode.models.GRUBaseline`).
+        latent_dim: size of ``z`` (latent_ode only; default 15).
+        hidden_dim: size of the encoder's (or the RNN's) hidden state.
+        dynamics_hidden: hidden widths of the ODE right-hand side (``None``:
+            the reference's 4 x 300).
+        encoder_dynamics_hidden: hidden widths of the encoder's ODE
+            (latent_ode only; ``None``: ``dynamics_hidden``).
+        decoder_hidden: hidden widths of the decoder (``[]``: linear).
+        z0_hidden: hidden widths of the map from the encoder state to ``q(z0)``
+            (latent_ode only; default ``[100]``).
+        activation: one of :data:`ACTIVATIONS`.
+        obs_std: the fixed observation noise std of the likelihood (normalised units).
+        encoder_method: solver of the encoder's ODE (latent_ode) or of the
+            ODE-RNN; default ``euler`` (the reference's); ``null`` written out
+            means ``solver.method``.
+        encoder_step_size: its fixed step (``None``: span / 50 for a fixed-step
+            method, as in the reference).
+
+    The latent ODE itself is solved with the ``solver`` section (method, grad,
+    rtol, atol, step_size, max_steps). Keys a kind does not read must be left
+    out (or null); the others are filled in with their defaults on loading.
+    """
+
+    kind: Literal[SEQUENCE_KINDS] = "latent_ode"  # type: ignore[valid-type]
+    latent_dim: PositiveInt | None = None
+    hidden_dim: PositiveInt = 30
+    dynamics_hidden: list[PositiveInt] | None = None
+    encoder_dynamics_hidden: list[PositiveInt] | None = None
+    decoder_hidden: list[PositiveInt] = Field(default_factory=list)
+    z0_hidden: list[PositiveInt] | None = None
+    activation: Literal[ACTIVATIONS] = "tanh"  # type: ignore[valid-type]
+    obs_std: PositiveFloat = 0.01
+    encoder_method: Literal[METHODS] | None = None  # type: ignore[valid-type]
+    encoder_step_size: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _keys_of_kind(self) -> LatentConfig:
+        for key, (kinds, default) in _KIND_KEYS.items():
+            if self.kind in kinds:
+                if key not in self.model_fields_set:
+                    setattr(self, key, list(default) if isinstance(default, list) else default)
+            elif getattr(self, key) is not None:
+                only = " and ".join(repr(k) for k in kinds)
+                raise _config_error(
+                    f"is read by kind {only} only, not by {self.kind!r}; leave it out (or null)",
+                    at=key,
+                )
+        return self
+
+
 class ModelConfig(_Section):
-    """``model``: physics, a neural term, or both (a hybrid)."""
+    """``model``: physics, a neural term, or both (a hybrid); or, alone, a
+    sequence model (``latent``)."""
 
     physics: PhysicsConfig | None = None
     neural: NeuralConfig | None = None
+    latent: LatentConfig | None = None
 
     @model_validator(mode="after")
     def _something_to_fit(self) -> ModelConfig:
+        if self.latent is not None:
+            if self.physics is not None or self.neural is not None:
+                both = [k for k in ("physics", "neural") if getattr(self, k) is not None]
+                raise _config_error(
+                    "a sequence model is fitted on its own: set "
+                    + " and ".join(f"model.{k}" for k in both)
+                    + " to null",
+                    at="latent",
+                )
+            return self
         if self.physics is None and self.neural is None:
-            raise _config_error("needs model.physics, model.neural or both; both are null")
+            raise _config_error(
+                "needs model.physics, model.neural or both (or model.latent for a "
+                "sequence model); all are null"
+            )
         return self
 
 
@@ -427,6 +528,59 @@ class TrainConfig(_Section):
         return value
 
 
+class TaskConfig(_Section):
+    """``task``: what a sequence model (``model.latent``) is trained and scored on.
+
+    The protocol of Rubanova et al. (2019), see :mod:`physode.datasets.irregular`:
+    the trajectories are split ``train_fraction`` / rest, normalised per
+    feature by ``(x - min) / max`` over the training data, and cut into one
+    random window of ``window`` points each.
+
+    Attributes:
+        name: ``interpolation`` (the encoder sees ``observed_fraction`` of the
+            window's points, the MSE is taken over all of them) or
+            ``extrapolation`` (the encoder sees the first third, or
+            ``observed_fraction`` of it; the rest is predicted and scored).
+        window: points per window (``None``: whole trajectories).
+        observed_fraction: fraction of the (observed part of the) window the
+            encoder reads; the reference reports 0.1, 0.2 and 0.5.
+        train_fraction: share of the trajectories used for training.
+        split_seed: ``None``: the first trajectories train (the reference's
+            split); a seed: a random split.
+        n_samples: samples of ``z0`` per window in the loss (IWAE).
+        kl_warmup, kl_rate: KL annealing: weight 0 for ``kl_warmup`` epochs,
+            then ``1 - kl_rate ** (epoch - kl_warmup)``.
+        eval_every: score the test set every this many epochs (``None``: at
+            the end only).
+        n_predictions: test windows written to ``predictions.nc`` (0: none).
+    """
+
+    name: Literal["interpolation", "extrapolation"] = "interpolation"
+    window: PositiveInt | None = 100
+    observed_fraction: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
+    train_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.8
+    split_seed: NonNegativeInt | None = None
+    n_samples: PositiveInt = 3
+    kl_warmup: NonNegativeInt = 10
+    kl_rate: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.99
+    eval_every: PositiveInt | None = None
+    n_predictions: NonNegativeInt = 8
+
+    @model_validator(mode="after")
+    def _window_holds_a_third(self) -> TaskConfig:
+        if self.name == "extrapolation" and self.window is not None and self.window < 3:
+            raise _config_error(
+                f"extrapolation observes the first third of the window and needs "
+                f"at least 3 points, got {self.window}",
+                at="window",
+            )
+        return self
+
+
+#: solver tolerances a sequence model gets when the config leaves them out (the reference's).
+SEQUENCE_SOLVER_DEFAULTS = {"rtol": 1.0e-3, "atol": 1.0e-4}
+
+
 class OutputConfig(_Section):
     """``output``: ``dir`` is the run directory; ``None`` lets :func:`resolve_run_dir` pick one."""
 
@@ -446,8 +600,54 @@ class Config(_Section):
     solver: SolverConfig = Field(default_factory=SolverConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    task: TaskConfig | None = None
 
     _source: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sequence_fit_window(cls, data: Any) -> Any:
+        # `data.fit_window` is required, except for a sequence model, where
+        # leaving it out means all times.
+        if not isinstance(data, Mapping):
+            return data
+        model, section = data.get("model"), data.get("data")
+        latent = isinstance(model, Mapping) and model.get("latent") is not None
+        if latent and isinstance(section, Mapping) and "fit_window" not in section:
+            data = {**data, "data": {**section, "fit_window": None}}
+        return data
+
+    @model_validator(mode="after")
+    def _sequence_settings(self) -> Config:
+        if self.model.latent is None:
+            if self.task is not None:
+                raise _config_error(
+                    "is used only with model.latent (a sequence model); remove it or set it "
+                    "to null",
+                    at="task",
+                )
+            if self.data.fit_window is None:
+                raise _config_error(
+                    "must be [start, end] (null is for model.latent only)", at="data.fit_window"
+                )
+            return self
+        if self.task is None:
+            self.task = TaskConfig()
+        if self.train.loss != "mse":
+            raise _config_error(
+                f"a sequence model is trained on its likelihood and scored by the MSE; "
+                f"{self.train.loss!r} is not available with model.latent",
+                at="train.loss",
+            )
+        if self.train.learn_initial_state:
+            raise _config_error(
+                "not available with model.latent (its encoder infers the initial state)",
+                at="train.learn_initial_state",
+            )
+        for key, value in SEQUENCE_SOLVER_DEFAULTS.items():
+            if key not in self.solver.model_fields_set:
+                setattr(self.solver, key, value)
+        return self
 
     @property
     def source(self) -> Path | None:
@@ -590,6 +790,10 @@ def _problem(error: Mapping[str, Any]) -> tuple[list[str | int], str]:
         return shown, f"must be > {ctx['gt']}, got {_show(value)}"
     if kind == "greater_than_equal":
         return shown, f"must be >= {ctx['ge']}, got {_show(value)}"
+    if kind == "less_than":
+        return shown, f"must be < {ctx['lt']}, got {_show(value)}"
+    if kind == "less_than_equal":
+        return shown, f"must be <= {ctx['le']}, got {_show(value)}"
     if kind in _EXPECTED:
         return shown, f"{_EXPECTED[kind]}, got {_show(value)} ({type(value).__name__})"
     message = str(error.get("msg", kind))

@@ -16,6 +16,16 @@ from .fit import restore
 from .report import predict, score_predictions, write_json
 
 
+def _score_sequence(run_dir: Path, config, chosen: dict, checkpoint: str, device) -> dict:
+    """A sequence model (latent ODE, ...) rebuilt with the ``chosen`` solver and scored on
+    the run's test windows."""
+    from .sequence import restore_sequence, score_all
+
+    config = config.model_copy(update={"solver": config.solver.model_copy(update=chosen)})
+    model, data = restore_sequence(run_dir, config, checkpoint, device)
+    return score_all(model, data.datasets(config), next(model.parameters()).device)
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -46,9 +56,12 @@ def evaluate_run(
         "atol": atol if atol is not None else s.atol,
         "step_size": step_size if step_size is not None else s.step_size,
     }
-    system, problem = restore(run_dir, config, checkpoint, device)
-    pred = predict(config, system, problem, **chosen)
-    _, scores = score_predictions(config, problem, pred)
+    if config.model.latent is not None:
+        scores = _score_sequence(run_dir, config, chosen, checkpoint, device)
+    else:
+        system, problem = restore(run_dir, config, checkpoint, device)
+        pred = predict(config, system, problem, **chosen)
+        _, scores = score_predictions(config, problem, pred)
     result = {**scores, "solver": chosen, "trained_with": s.model_dump(), "checkpoint": checkpoint}
     name = f"{chosen['method']}-rtol{chosen['rtol']:g}-atol{chosen['atol']:g}"
     if chosen["step_size"] is not None:

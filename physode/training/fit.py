@@ -26,7 +26,7 @@ from typing import TextIO
 import torch
 
 from ..errors import SolverError
-from .checkpoints import BEST, LAST, load_checkpoint, save_checkpoint
+from .checkpoints import BEST, LAST, load_checkpoint, restore_training, save_checkpoint
 from .config import Config, config_to_yaml, resolve_device, resolve_dtype, resolve_run_dir
 from .distributed import Distributed, join, leave, wrap
 from .problem import Problem, TrainedSystem, build_model, load_problem
@@ -229,6 +229,10 @@ def fit(
             reason; the last good checkpoint is kept), the loss became non-finite,
             or the run directory does not suit ``resume``.
     """
+    if config.model.latent is not None:  # a sequence model: physode/training/sequence.py
+        from .sequence import fit_sequence
+
+        return fit_sequence(config, run_dir, resume=resume, stream=stream)
     ctx = join(config.train.device)
     try:
         result = _fit(config, run_dir, resume, stream, ctx)
@@ -261,10 +265,7 @@ def _fit(config: Config, run_dir, resume: bool, stream, ctx: Distributed) -> Fit
     progress = Progress(config.train.epochs, stream, config.train.log_every)
     if resume:
         ckpt = load_checkpoint(run_dir / "checkpoints" / LAST, device)
-        system.load_state_dict(ckpt["system"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if schedule is not None:
-            schedule.load_state_dict(ckpt["schedule"])
+        restore_training(ckpt, "system", system, optimizer, schedule)
         start_epoch, best, seconds = ckpt["epoch"], ckpt["best_loss"], ckpt["seconds"]
         progress.message(f"resuming {run_dir} after epoch {start_epoch}")
     trained = wrap(system, ctx)

@@ -54,7 +54,8 @@ class Problem:
         return list(self.data.variables)
 
 
-def _ensure_file(config: Config) -> Path:
+def ensure_data_file(config: Config) -> Path:
+    """``data.path``, simulated first with ``data.simulate`` when it is missing."""
     path = Path(config.data.path)
     if path.exists():
         return path
@@ -66,10 +67,22 @@ def _ensure_file(config: Config) -> Path:
     return path
 
 
+def observed_columns(config: Config, variables: list[str], path: Path) -> list[int]:
+    """Indices of the variables ``data.observed`` names (all when it is unset)."""
+    if config.data.observed is None:
+        return list(range(len(variables)))
+    unknown = [v for v in config.data.observed if v not in variables]
+    if unknown:
+        raise FitSetupError(
+            f"data.observed: {unknown} are not variables of {path} (it has {', '.join(variables)})"
+        )
+    return [i for i, v in enumerate(variables) if v in config.data.observed]
+
+
 def load_problem(config: Config, dtype: torch.dtype, device: torch.device) -> Problem:
     """Read the data a config names (simulating the file first if it is missing and
     ``data.simulate`` is set) and cut it to the fit window and observed variables."""
-    path = _ensure_file(config)
+    path = ensure_data_file(config)
     data = read_trajectories(path, indices=config.data.trajectories)
     start, end = config.data.fit_window
     times = data.time
@@ -81,15 +94,9 @@ def load_problem(config: Config, dtype: torch.dtype, device: torch.device) -> Pr
             f"(which run from {times[0]:g} to {times[-1]:g}); the fit needs at least two"
         )
     mask = np.ones(data.state.shape, dtype=bool) if data.mask is None else data.mask.copy()
-    if config.data.observed is not None:
-        unknown = [v for v in config.data.observed if v not in data.variables]
-        if unknown:
-            raise FitSetupError(
-                f"data.observed: {unknown} are not variables of {path} "
-                f"(it has {', '.join(data.variables)})"
-            )
-        seen = np.isin(np.asarray(data.variables), config.data.observed)
-        mask &= seen[None, None, :]
+    seen = np.zeros(len(data.variables), dtype=bool)
+    seen[observed_columns(config, data.variables, path)] = True
+    mask &= seen[None, None, :]
     first = int(np.argmax(keep))
     if not mask[:, first].all():
         raise FitSetupError(
