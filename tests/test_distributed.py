@@ -112,23 +112,24 @@ def _write_config(folder: Path, grad: str = "aca") -> Path:
     return path
 
 
-def _fit_worker(rank: int, init: str, config: str, run: str, out: str) -> None:
+def _fit_worker(rank: int, init: str, config: str, run: str, out: str, resume: bool) -> None:
     from physode.training import load_config
     from physode.training.fit import FitError, fit
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
     try:
-        fit(load_config(config), Path(run), stream=None)
+        fit(load_config(config), Path(run), resume=resume, stream=None)
         message = "ok"
     except FitError as exc:
         message = str(exc)
     Path(out, f"rank{rank}.txt").write_text(message)
 
 
-def _spawn_fit(tmp_path: Path, config: Path, run: Path) -> list[str]:
-    init = f"file://{tmp_path / 'rendezvous-fit'}"
-    mp.spawn(_fit_worker, args=(init, str(config), str(run), str(tmp_path)), nprocs=WORLD)
+def _spawn_fit(tmp_path: Path, config: Path, run: Path, resume: bool = False) -> list[str]:
+    init = f"file://{tmp_path / ('rendezvous-resume' if resume else 'rendezvous-fit')}"
+    args = (init, str(config), str(run), str(tmp_path), resume)
+    mp.spawn(_fit_worker, args=args, nprocs=WORLD)
     return [(tmp_path / f"rank{r}.txt").read_text() for r in range(WORLD)]
 
 
@@ -155,6 +156,23 @@ def test_two_process_fit_ends_where_one_process_ends(tmp_path):
     rows = (tmp_path / "two" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3
     assert not list(tmp_path.glob("runs"))
+
+
+def test_two_process_resume_ends_where_one_uninterrupted_process_ends(tmp_path):
+    from physode.training import load_config
+    from physode.training.fit import fit
+
+    config = _write_config(tmp_path)
+    single = fit(load_config(config), tmp_path / "one", stream=None)
+    short = tmp_path / "short.yaml"
+    short.write_text(config.read_text().replace("epochs: 3", "epochs: 2"))
+    assert _spawn_fit(tmp_path, short, tmp_path / "two") == ["ok", "ok"]
+    assert _spawn_fit(tmp_path, config, tmp_path / "two", resume=True) == ["ok", "ok"]
+    params = json.loads((tmp_path / "two" / "params.json").read_text())
+    expected = torch.tensor(single.parameters["masses"])
+    torch.testing.assert_close(torch.tensor(params["masses"]), expected, rtol=1e-12, atol=0)
+    rows = (tmp_path / "two" / "metrics.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
 
 
 def test_a_failing_rank_stops_every_rank_with_its_error(tmp_path):
