@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import optional_positive_int
-from .gradients import GRADIENT_METHODS, GradientOptions
+from .gradients import GRADIENT_METHODS, GradientOptions, SolveRequest
 from .solvers import FIXED_STEP_METHODS, Solver, make_solver
 from .solvers.loop import DEFAULT_MAX_STEPS, SolveOptions, Stats
 
@@ -220,7 +220,8 @@ def solve(
         solver, rtol, atol, step_size, first_step, min_step, max_step, max_steps, land_on_outputs
     )
     params = tuple(params) if params is not None else ()
-    ys, stats = GRADIENT_METHODS[grad](func, y0, times, solver, options, params, grad_options)
+    request = SolveRequest(func, y0, times, solver, options, params, grad_options)
+    ys, stats = GRADIENT_METHODS[grad](request)
     return Solution(ys=ys, t=torch.tensor(times, dtype=torch.float64), stats=stats)
 
 

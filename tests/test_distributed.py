@@ -66,6 +66,7 @@ def _worker(rank: int, init: str, out: str) -> None:
         for grad in METHODS:  # one DDP model per method, as a fit would have
             grads = _gradients(wrap(_system(), ctx), ctx, {"grad": grad})
             torch.save(grads, f"{out}/{grad}-rank{rank}.pt")
+        dist.barrier()  # neither rank tears the group down while the other still uses it
     finally:
         dist.destroy_process_group()
 

@@ -1,14 +1,12 @@
 """How gradients flow through a solve: one module per method, one registry line each.
 
-Every method is a function
-``solve(func, y0, times, solver, options, params, grad_options)``
-returning ``(ys, stats)``.
+Every method is a function ``solve(request: SolveRequest) -> (ys, stats)``.
 """
 
 from __future__ import annotations
 
 from . import aca, adjoint, direct, mali
-from .options import GradientOptions
+from .options import GradientOptions, SolveRequest
 
 GRADIENT_METHODS = {
     "direct": direct.solve,
@@ -17,4 +15,4 @@ GRADIENT_METHODS = {
     "mali": mali.solve,
 }
 
-__all__ = ["GRADIENT_METHODS", "GradientOptions"]
+__all__ = ["GRADIENT_METHODS", "GradientOptions", "SolveRequest"]

@@ -12,12 +12,9 @@ step sizes held fixed, i.e. as accurate as the forward solve.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import torch
 
-from ..solvers.base import Solver
-from ..solvers.loop import SolveOptions, Stats
+from ..solvers.loop import Stats
 from .common import (
     add_grads,
     apply_method,
@@ -27,7 +24,7 @@ from .common import (
     step_vjp,
     zeros_for_unused,
 )
-from .options import GradientOptions
+from .options import SolveRequest
 
 
 class _ACA(torch.autograd.Function):
@@ -63,14 +60,6 @@ class _ACA(torch.autograd.Function):
         return (None, a_y, *zeros_for_unused(total, params))
 
 
-def solve(
-    func: Callable,
-    y0: torch.Tensor,
-    times: list[float],
-    solver: Solver,
-    options: SolveOptions,
-    params: Sequence[torch.Tensor],
-    grad_options: GradientOptions,
-) -> tuple[torch.Tensor, Stats]:
+def solve(request: SolveRequest) -> tuple[torch.Tensor, Stats]:
     """States at ``times`` with gradients by ACA; see the module docstring."""
-    return apply_method(_ACA, "aca", func, y0, times, solver, options, params)
+    return apply_method(_ACA, "aca", request)

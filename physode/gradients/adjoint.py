@@ -14,15 +14,13 @@ MALI exist. Memory is constant in the number of steps.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
 
 import torch
 
 from ..errors import SolverError
-from ..solvers.base import Solver
-from ..solvers.loop import CountedFunction, SolveOptions, Stats, integrate
+from ..solvers.loop import CountedFunction, Stats, integrate
 from .common import apply_method
-from .options import GradientOptions
+from .options import SolveRequest
 
 
 class _Augmented:
@@ -116,30 +114,13 @@ def _backward_failure(exc: SolverError, t_from: float, t_to: float) -> SolverErr
     return SolverError(message, t=exc.t, h=exc.h, n_steps=exc.n_steps, reason=exc.reason)
 
 
-def solve(
-    func: Callable,
-    y0: torch.Tensor,
-    times: list[float],
-    solver: Solver,
-    options: SolveOptions,
-    params: Sequence[torch.Tensor],
-    grad_options: GradientOptions,
-) -> tuple[torch.Tensor, Stats]:
+def solve(request: SolveRequest) -> tuple[torch.Tensor, Stats]:
     """States at ``times`` with gradients by the continuous adjoint; see the module docstring."""
+    options, grad_options = request.options, request.grad_options
     adjoint_options = dataclasses.replace(
         options,
         rtol=grad_options.adjoint_rtol or options.rtol,
         atol=grad_options.adjoint_atol or options.atol,
         first_step=None,
     )
-    return apply_method(
-        _Adjoint,
-        "adjoint",
-        func,
-        y0,
-        times,
-        solver,
-        options,
-        params,
-        adjoint_options=adjoint_options,
-    )
+    return apply_method(_Adjoint, "adjoint", request, adjoint_options=adjoint_options)

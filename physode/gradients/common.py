@@ -8,6 +8,7 @@ import torch
 
 from ..solvers.base import Solver
 from ..solvers.loop import AcceptedStep, CountedFunction
+from .options import SolveRequest
 
 
 def collect_params(func: Callable, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -194,15 +195,7 @@ def double_backward(
 
 
 def apply_method(
-    function: type[torch.autograd.Function],
-    name: str,
-    func: Callable,
-    y0: torch.Tensor,
-    times: list[float],
-    solver: Solver,
-    options,
-    params: Sequence[torch.Tensor],
-    **extra,
+    function: type[torch.autograd.Function], name: str, request: SolveRequest, **extra
 ):
     """Run a gradient method's ``autograd.Function`` with the shared ``run`` record.
 
@@ -212,14 +205,15 @@ def apply_method(
     """
     from ..solvers.loop import Stats
 
-    params = collect_params(func, params)
+    func, y0 = request.func, request.y0
+    params = collect_params(func, request.params)
     stats = Stats()
     counted = CheckedFunction(func, y0, params, name)
     run = {
-        "solver": solver,
+        "solver": request.solver,
         "func": counted,
-        "times": times,
-        "options": options,
+        "times": request.times,
+        "options": request.options,
         "stats": stats,
         "backward_func": CountedFunction(func, y0),
         **extra,

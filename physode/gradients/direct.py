@@ -8,29 +8,19 @@ differentiated.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import torch
 
-from ..solvers.base import Solver
-from ..solvers.loop import CountedFunction, SolveOptions, Stats, integrate
-from .options import GradientOptions
+from ..solvers.loop import CountedFunction, Stats, integrate
+from .options import SolveRequest
 
 
-def solve(
-    func: Callable,
-    y0: torch.Tensor,
-    times: list[float],
-    solver: Solver,
-    options: SolveOptions,
-    params: Sequence[torch.Tensor],
-    grad_options: GradientOptions,
-) -> tuple[torch.Tensor, Stats]:
+def solve(request: SolveRequest) -> tuple[torch.Tensor, Stats]:
     """States at ``times`` as a ``(len(times), *y0.shape)`` tensor, with the solve's statistics."""
+    r = request
     stats = Stats()
-    counted = CountedFunction(func, y0)
+    counted = CountedFunction(r.func, r.y0)
     try:
-        trajectory = integrate(solver, counted, y0, times, options, stats)
+        trajectory = integrate(r.solver, counted, r.y0, r.times, r.options, stats)
     finally:
         stats.n_f_evals = counted.count
     return torch.stack(trajectory.ys), stats

@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
 
 import torch
 
 from ..errors import SolverError
 from ..solvers.alf import AsyncLeapfrog
-from ..solvers.base import Solver
 from ..solvers.loop import SolveOptions, Stats
 from .common import (
     add_grads,
@@ -44,7 +42,7 @@ from .common import (
     step_vjp,
     zeros_for_unused,
 )
-from .options import GradientOptions
+from .options import GradientOptions, SolveRequest
 
 
 def _drift(rebuilt: torch.Tensor, true: torch.Tensor, options: SolveOptions) -> float:
@@ -115,21 +113,11 @@ def _report_drift(drift: float, grad_options: GradientOptions, t0: float, n: int
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-def solve(
-    func: Callable,
-    y0: torch.Tensor,
-    times: list[float],
-    solver: Solver,
-    options: SolveOptions,
-    params: Sequence[torch.Tensor],
-    grad_options: GradientOptions,
-) -> tuple[torch.Tensor, Stats]:
+def solve(request: SolveRequest) -> tuple[torch.Tensor, Stats]:
     """States at ``times`` with gradients by MALI; see the module docstring."""
-    if not isinstance(solver, AsyncLeapfrog):
+    if not isinstance(request.solver, AsyncLeapfrog):
         raise ValueError(
             f"method: grad='mali' needs the asynchronous leapfrog (method='alf'), got "
-            f"{solver.name!r}; leave method unset to get ALF"
+            f"{request.solver.name!r}; leave method unset to get ALF"
         )
-    return apply_method(
-        _MALI, "mali", func, y0, times, solver, options, params, grad_options=grad_options
-    )
+    return apply_method(_MALI, "mali", request, grad_options=request.grad_options)
