@@ -142,6 +142,8 @@ def _train_step(config, system, problem, optimizer, rows, total: dict, ctx: Dist
             pred, stats = solve_batch(config, system, problem, mine, problem.fit_time)
             failure = None
         except SolverError as exc:
+            if not ctx.active:
+                raise
             failure = f"rank {ctx.rank}: {exc}"
         # Every rank learns of a failure before any enters backward's all-reduce.
         if not ctx.all_ok(failure is None):
