@@ -100,7 +100,7 @@ data:
   simulate_options: {{n_times: 61, n_trajectories: 5, seed: 3}}
   fit_window: [0.0, 0.3]
 model:
-  physics: {{name: nbody, n_bodies: 3, dim: 3, G: 1.45136, masses: {{init: [1.0, 1.0, 1.0]}}}}
+  physics: {{name: nbody, n_bodies: 3, dim: 3, G: 1.451368633, masses: {{init: [1.0, 1.0, 1.0]}}}}
   neural: {{hidden: [8], activation: tanh}}
 solver: {{method: rk4, grad: {grad}, step_size: 0.005}}
 train: {{epochs: 3, optimizer: adam, lr: 0.02, seed: 0, batch_size: 4}}

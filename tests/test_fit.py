@@ -31,7 +31,7 @@ model:
     name: nbody
     n_bodies: 3
     dim: 3
-    G: 1.45136
+    G: 1.451368633
     masses: {{init: [1.0, 1.0, 1.0], learn: true}}
 solver: {{method: dopri5, grad: aca, rtol: {rtol}, atol: {atol}}}
 train: {{epochs: {epochs}, optimizer: {optimizer}, lr: {lr}, seed: 0}}
