@@ -1,0 +1,549 @@
+"""The sections of the ``physode fit`` config as pydantic models (strict types,
+no unknown keys); reading files, overrides and error messages are in ``config.py``."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ..datasets import SIMULATORS
+from ..gradients import GRADIENT_METHODS
+from ..models.neural import ACTIVATIONS as _MLP_ACTIVATIONS
+from ..solvers import FIXED_STEP_METHODS, METHODS
+
+#: Activation names accepted by ``model.neural.activation`` (those of :class:`physode.models.MLP`).
+ACTIVATIONS = tuple(_MLP_ACTIVATIONS)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --------------------------------------------------------------------------- field types
+
+
+def _integral(value: Any) -> Any:
+    # `epochs: 1e3` is read as the float 1000.0; an integer written in
+    # exponent form is still that integer, a fractional one is an error.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _window_pair(value: Any) -> Any:
+    # YAML has no tuples; strict validation would refuse the list otherwise.
+    if isinstance(value, list):
+        if len(value) != 2:
+            raise _config_error(f"expected [start, end], two numbers, got {_show(value)}")
+        return tuple(value)
+    return value
+
+
+PositiveInt = Annotated[int, BeforeValidator(_integral), Field(gt=0)]
+NonNegativeInt = Annotated[int, BeforeValidator(_integral), Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Paths are strings in YAML; strict mode would only take Path objects.
+PathField = Annotated[Path, Field(strict=False)]
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
+
+
+def _config_error(message: str, at: str | None = None) -> PydanticCustomError:
+    """An error raised inside a validator; ``at`` is a key path below the validated section."""
+    ctx: dict[str, Any] = {"message": message}
+    if at:
+        ctx["at"] = at
+    return PydanticCustomError("config", "{message}", ctx)
+
+
+def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
+    if value is None:
+        return None
+    value = value.expanduser()
+    if not value.is_absolute():
+        base = (info.context or {}).get("base_dir") or Path.cwd()
+        value = Path(base) / value
+    return Path(os.path.normpath(value))
+
+
+class _Section(BaseModel):
+    # strict: a quoted "0.05" or a `true` where a number belongs is an error,
+    # not something pydantic quietly converts.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _Tagged(_Section):
+    """A member of a discriminated union on ``name`` (the union's key appears in error paths)."""
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class DataConfig(_Section):
+    """``data``: the trajectory file and what part of it is fitted.
+
+    Attributes:
+        path: the trajectory file (HDF5); relative paths are taken from the
+            config file's folder, so ``path`` is absolute after loading.
+        simulate: simulator that creates the file when it is missing
+            (``None``: never simulate).
+        simulate_options: keyword arguments for the simulator.
+        fit_window: ``(start, end)`` in the file's time units; times after
+            ``end`` are extrapolation. Required (it may not be left out) except
+            with ``model.latent``, where it is optional and only restricts the
+            times used (``None``: all).
+        trajectories: indices of the trajectories to use (``None``: all).
+        observed: names of the variables the loss sees (``None``: all).
+    """
+
+    path: PathField
+    simulate: Literal[tuple(SIMULATORS)] | None = None  # type: ignore[valid-type]
+    simulate_options: dict[str, Any] = Field(default_factory=dict)
+    # Required (no default); None is admitted for sequence models only, where
+    # Config fills it in when the key is left out (see Config._sequence_fit_window).
+    fit_window: Annotated[tuple[FiniteFloat, FiniteFloat], BeforeValidator(_window_pair)] | None
+    trajectories: list[NonNegativeInt] | None = None
+    observed: list[str] | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _path_absolute(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _simulator_options(self) -> DataConfig:
+        # Checked here rather than when the file is first simulated, which
+        # may be long after the config was written.
+        if self.simulate is None or not self.simulate_options:
+            return self
+        parameters = inspect.signature(SIMULATORS[self.simulate]).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return self
+        for key in self.simulate_options:
+            if key not in parameters:
+                close = difflib.get_close_matches(key, list(parameters), n=1, cutoff=0.6)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise _config_error(
+                    f"unknown option of simulator {self.simulate!r}{hint}; "
+                    f"its options: {', '.join(parameters)}",
+                    at=f"simulate_options.{key}",
+                )
+        return self
+
+    @field_validator("fit_window")
+    @classmethod
+    def _window_increasing(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
+            raise _config_error(
+                f"must be [start, end] with start < end, got [{value[0]}, {value[1]}]"
+            )
+        return value
+
+    @field_validator("trajectories", "observed")
+    @classmethod
+    def _nonempty_unique(cls, value: list | None) -> list | None:
+        if value is None:
+            return None
+        if not value:
+            raise _config_error("must list at least one entry (or be null for all)")
+        repeated = sorted({v for v in value if value.count(v) > 1}, key=str)
+        if repeated:
+            raise _config_error(f"lists {', '.join(map(repr, repeated))} more than once")
+        return value
+
+
+class MassesConfig(_Section):
+    """``model.physics.masses``: initial masses and whether they are learned."""
+
+    init: list[PositiveFloat]
+    learn: bool = True
+
+
+class NBodyConfig(_Tagged):
+    """``model.physics`` with ``name: nbody``: Newtonian gravity between point masses.
+
+    The state is positions then velocities, ``2 * n_bodies * dim`` numbers.
+    ``masses`` defaults to ones (learned) and is filled in on loading.
+    """
+
+    name: Literal["nbody"]
+    n_bodies: PositiveInt = 3
+    dim: PositiveInt = 3
+    G: NonNegativeFloat = 1.0
+    softening: NonNegativeFloat = 0.0
+    masses: MassesConfig | None = None
+
+    @model_validator(mode="after")
+    def _masses_match(self) -> NBodyConfig:
+        if self.masses is None:
+            self.masses = MassesConfig(init=[1.0] * self.n_bodies)
+        elif len(self.masses.init) != self.n_bodies:
+            raise _config_error(
+                f"has {len(self.masses.init)} value(s) but n_bodies is {self.n_bodies}",
+                at="masses.init",
+            )
+        return self
+
+
+# A later model kind is one more class here (with its own `name` literal).
+PhysicsConfig = Annotated[Union[NBodyConfig], Field(discriminator="name")]  # noqa: UP007
+
+
+class NeuralConfig(_Section):
+    """``model.neural``: an MLP term added to the physics (or the whole model).
+
+    Attributes:
+        hidden: widths of the hidden layers.
+        activation: one of :data:`ACTIVATIONS`.
+        penalty: weight of an L2 penalty on the neural term's output.
+    """
+
+    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
+    activation: Literal[ACTIVATIONS] = "tanh"  # type: ignore[valid-type]
+    penalty: NonNegativeFloat = 0.0
+
+
+#: The sequence models of ``model.latent.kind`` (those of
+#: :data:`physode.models.latent.SEQUENCE_MODELS`).
+SEQUENCE_KINDS = ("latent_ode", "ode_rnn", "gru")
+
+# The keys of `model.latent` only some kinds read, with the default each is
+# given where it is read and left out. Where a kind does not read a key, the
+# key must be null (or left out), so that a written config reads back as it was.
+_KIND_KEYS = {
+    "latent_dim": (("latent_ode",), 15),
+    "z0_hidden": (("latent_ode",), [100]),
+    "encoder_dynamics_hidden": (("latent_ode",), None),
+    "dynamics_hidden": (("latent_ode", "ode_rnn"), None),
+    "encoder_method": (("latent_ode", "ode_rnn"), "euler"),
+    "encoder_step_size": (("latent_ode", "ode_rnn"), None),
+}
+
+
+class LatentConfig(_Section):
+    """``model.latent``: a model of irregularly sampled time series (docs/latent.md).
+
+    Fitted on its own (``model.physics`` and ``model.neural`` must be null) by
+    :func:`physode.training.sequence.fit_sequence`, on the windows that
+    ``task`` describes.
+
+    Attributes:
+        kind: ``latent_ode`` (:class:`~physode.models.LatentODE`), ``ode_rnn``
+            (:class:`~physode.models.ODERNN`) or ``gru``
+            (:class:`~physode.models.GRUBaseline`).
+        latent_dim: size of ``z`` (latent_ode only; default 15).
+        hidden_dim: size of the encoder's (or the RNN's) hidden state.
+        dynamics_hidden: hidden widths of the ODE right-hand side (``None``:
+            the reference's 4 x 300).
+        encoder_dynamics_hidden: hidden widths of the encoder's ODE
+            (latent_ode only; ``None``: ``dynamics_hidden``).
+        decoder_hidden: hidden widths of the decoder (``[]``: linear).
+        z0_hidden: hidden widths of the map from the encoder state to ``q(z0)``
+            (latent_ode only; default ``[100]``).
+        activation: one of :data:`ACTIVATIONS`.
+        obs_std: the fixed observation noise std of the likelihood (normalised units).
+        encoder_method: solver of the encoder's ODE (latent_ode) or of the
+            ODE-RNN; default ``euler`` (the reference's); ``null`` written out
+            means ``solver.method``.
+        encoder_step_size: its fixed step (``None``: span / 50 for a fixed-step
+            method, as in the reference).
+
+    The latent ODE itself is solved with the ``solver`` section (method, grad,
+    rtol, atol, step_size, max_steps). Keys a kind does not read must be left
+    out (or null); the others are filled in with their defaults on loading.
+    """
+
+    kind: Literal[SEQUENCE_KINDS] = "latent_ode"  # type: ignore[valid-type]
+    latent_dim: PositiveInt | None = None
+    hidden_dim: PositiveInt = 30
+    dynamics_hidden: list[PositiveInt] | None = None
+    encoder_dynamics_hidden: list[PositiveInt] | None = None
+    decoder_hidden: list[PositiveInt] = Field(default_factory=list)
+    z0_hidden: list[PositiveInt] | None = None
+    activation: Literal[ACTIVATIONS] = "tanh"  # type: ignore[valid-type]
+    obs_std: PositiveFloat = 0.01
+    encoder_method: Literal[METHODS] | None = None  # type: ignore[valid-type]
+    encoder_step_size: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _keys_of_kind(self) -> LatentConfig:
+        for key, (kinds, default) in _KIND_KEYS.items():
+            if self.kind in kinds:
+                if key not in self.model_fields_set:
+                    setattr(self, key, list(default) if isinstance(default, list) else default)
+            elif getattr(self, key) is not None:
+                only = " and ".join(repr(k) for k in kinds)
+                raise _config_error(
+                    f"is read by kind {only} only, not by {self.kind!r}; leave it out (or null)",
+                    at=key,
+                )
+        return self
+
+
+class ModelConfig(_Section):
+    """``model``: physics, a neural term, or both (a hybrid); or, alone, a
+    sequence model (``latent``)."""
+
+    physics: PhysicsConfig | None = None
+    neural: NeuralConfig | None = None
+    latent: LatentConfig | None = None
+
+    @model_validator(mode="after")
+    def _something_to_fit(self) -> ModelConfig:
+        if self.latent is not None:
+            if self.physics is not None or self.neural is not None:
+                both = [k for k in ("physics", "neural") if getattr(self, k) is not None]
+                raise _config_error(
+                    "a sequence model is fitted on its own: set "
+                    + " and ".join(f"model.{k}" for k in both)
+                    + " to null",
+                    at="latent",
+                )
+            return self
+        if self.physics is None and self.neural is None:
+            raise _config_error(
+                "needs model.physics, model.neural or both (or model.latent for a "
+                "sequence model); all are null"
+            )
+        return self
+
+
+class SolverConfig(_Section):
+    """``solver``: arguments of :func:`physode.odeint` used in training.
+
+    ``method`` left out (null) means ``dopri5``, or ``alf`` with
+    ``grad: mali``; it is filled in on loading.
+    """
+
+    method: Literal[METHODS] | None = None  # type: ignore[valid-type]
+    grad: Literal[tuple(GRADIENT_METHODS)] = "aca"  # type: ignore[valid-type]
+    rtol: PositiveFloat = 1.0e-7
+    atol: PositiveFloat = 1.0e-8
+    step_size: PositiveFloat | None = None
+    max_steps: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SolverConfig:
+        if self.method is None:
+            self.method = "alf" if self.grad == "mali" else "dopri5"
+        if self.grad == "mali" and self.method != "alf":
+            raise _config_error(f"grad 'mali' needs method 'alf', got {self.method!r}", at="method")
+        if self.method in FIXED_STEP_METHODS and self.step_size is None:
+            raise _config_error(
+                f"method {self.method!r} is a fixed-step method and needs a step_size",
+                at="step_size",
+            )
+        return self
+
+
+class CosineSchedule(_Tagged):
+    """``train.schedule`` with ``name: cosine``: cosine annealing over all epochs."""
+
+    name: Literal["cosine"]
+    eta_min: NonNegativeFloat = 0.0
+
+
+class StepSchedule(_Tagged):
+    """``train.schedule`` with ``name: step``: multiply the rate by ``gamma`` every ``step_size`` epochs."""  # noqa: E501
+
+    name: Literal["step"]
+    step_size: PositiveInt
+    gamma: PositiveFloat = 0.1
+
+
+class ExponentialSchedule(_Tagged):
+    """``train.schedule`` with ``name: exponential``: multiply the rate by ``gamma`` every epoch."""
+
+    name: Literal["exponential"]
+    gamma: PositiveFloat
+
+
+ScheduleConfig = Annotated[
+    Union[CosineSchedule, StepSchedule, ExponentialSchedule],  # noqa: UP007
+    Field(discriminator="name"),
+]
+
+
+class TrainConfig(_Section):
+    """``train``: the optimisation.
+
+    Attributes:
+        epochs: passes over the (selected) trajectories.
+        lr: learning rate.
+        seed: seeds torch (and the batch order); a fit is reproducible from it.
+        dtype: ``float32`` or ``float64`` (see :func:`resolve_dtype`).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (see :func:`resolve_device`).
+        optimizer: ``adam``, ``adamw``, ``sgd`` or ``lbfgs``.
+        schedule: learning-rate schedule, or ``None`` for a constant rate.
+        batch_size: trajectories per step (``None``: all at once).
+        loss: ``mse`` or ``mae`` over the observed entries in the fit window.
+        log_every, checkpoint_every: in epochs.
+        learn_initial_state: also fit the initial states.
+    """
+
+    epochs: PositiveInt = 100
+    lr: PositiveFloat = 0.05
+    seed: NonNegativeInt = 0
+    dtype: Literal["float32", "float64"] = "float64"
+    device: str = "auto"
+    optimizer: Literal["adam", "adamw", "sgd", "lbfgs"] = "adam"
+    schedule: ScheduleConfig | None = None
+    batch_size: PositiveInt | None = None
+    loss: Literal["mse", "mae"] = "mse"
+    log_every: PositiveInt = 1
+    checkpoint_every: PositiveInt = 1
+    learn_initial_state: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, value: str) -> str:
+        if not _DEVICE_RE.match(value):
+            raise _config_error(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+
+class TaskConfig(_Section):
+    """``task``: what a sequence model (``model.latent``) is trained and scored on.
+
+    The protocol of Rubanova et al. (2019), see :mod:`physode.datasets.irregular`:
+    the trajectories are split ``train_fraction`` / rest, normalised per
+    feature by ``(x - min) / max`` over the training data, and cut into one
+    random window of ``window`` points each.
+
+    Attributes:
+        name: ``interpolation`` (the encoder sees ``observed_fraction`` of the
+            window's points, the MSE is taken over all of them) or
+            ``extrapolation`` (the encoder sees the first third, or
+            ``observed_fraction`` of it; the rest is predicted and scored).
+        window: points per window (``None``: whole trajectories).
+        observed_fraction: fraction of the (observed part of the) window the
+            encoder reads; the reference reports 0.1, 0.2 and 0.5.
+        train_fraction: share of the trajectories used for training.
+        split_seed: ``None``: the first trajectories train (the reference's
+            split); a seed: a random split.
+        n_samples: samples of ``z0`` per window in the loss (IWAE).
+        kl_warmup, kl_rate: KL annealing: weight 0 for ``kl_warmup`` epochs,
+            then ``1 - kl_rate ** (epoch - kl_warmup)``.
+        eval_every: score the test set every this many epochs (``None``: at
+            the end only).
+        n_predictions: test windows written to ``predictions.nc`` (0: none).
+    """
+
+    name: Literal["interpolation", "extrapolation"] = "interpolation"
+    window: PositiveInt | None = 100
+    observed_fraction: Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)] = 0.5
+    train_fraction: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.8
+    split_seed: NonNegativeInt | None = None
+    n_samples: PositiveInt = 3
+    kl_warmup: NonNegativeInt = 10
+    kl_rate: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.99
+    eval_every: PositiveInt | None = None
+    n_predictions: NonNegativeInt = 8
+
+    @model_validator(mode="after")
+    def _window_holds_a_third(self) -> TaskConfig:
+        if self.name == "extrapolation" and self.window is not None and self.window < 3:
+            raise _config_error(
+                f"extrapolation observes the first third of the window and needs "
+                f"at least 3 points, got {self.window}",
+                at="window",
+            )
+        return self
+
+
+#: solver tolerances a sequence model gets when the config leaves them out (the reference's).
+SEQUENCE_SOLVER_DEFAULTS = {"rtol": 1.0e-3, "atol": 1.0e-4}
+
+
+class OutputConfig(_Section):
+    """``output``: ``dir`` is the run directory; ``None`` lets :func:`resolve_run_dir` pick one."""
+
+    dir: PathField | None = None
+
+    @field_validator("dir")
+    @classmethod
+    def _dir_absolute(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info)
+
+
+class Config(_Section):
+    """A whole ``physode fit`` config. ``source`` is the file it was read from (or ``None``)."""
+
+    data: DataConfig
+    model: ModelConfig
+    solver: SolverConfig = Field(default_factory=SolverConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    task: TaskConfig | None = None
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sequence_fit_window(cls, data: Any) -> Any:
+        # `data.fit_window` is required, except for a sequence model, where
+        # leaving it out means all times.
+        if not isinstance(data, Mapping):
+            return data
+        model, section = data.get("model"), data.get("data")
+        latent = isinstance(model, Mapping) and model.get("latent") is not None
+        if latent and isinstance(section, Mapping) and "fit_window" not in section:
+            data = {**data, "data": {**section, "fit_window": None}}
+        return data
+
+    @model_validator(mode="after")
+    def _sequence_settings(self) -> Config:
+        if self.model.latent is None:
+            if self.task is not None:
+                raise _config_error(
+                    "is used only with model.latent (a sequence model); remove it or set it "
+                    "to null",
+                    at="task",
+                )
+            if self.data.fit_window is None:
+                raise _config_error(
+                    "must be [start, end] (null is for model.latent only)", at="data.fit_window"
+                )
+            return self
+        if self.task is None:
+            self.task = TaskConfig()
+        if self.train.loss != "mse":
+            raise _config_error(
+                f"a sequence model is trained on its likelihood and scored by the MSE; "
+                f"{self.train.loss!r} is not available with model.latent",
+                at="train.loss",
+            )
+        if self.train.learn_initial_state:
+            raise _config_error(
+                "not available with model.latent (its encoder infers the initial state)",
+                at="train.learn_initial_state",
+            )
+        for key, value in SEQUENCE_SOLVER_DEFAULTS.items():
+            if key not in self.solver.model_fields_set:
+                setattr(self.solver, key, value)
+        return self
+
+    @property
+    def source(self) -> Path | None:
+        """The config file this was loaded from (absolute), or ``None``."""
+        return self._source
