@@ -117,6 +117,13 @@ def leave(context: Distributed) -> None:
         dist.destroy_process_group()
 
 
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (``module`` itself if unwrapped)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
 def wrap(module: torch.nn.Module, context: Distributed) -> torch.nn.Module:
     """``module`` inside DistributedDataParallel when there are several ranks.
 

@@ -28,8 +28,8 @@ import torch
 from ..errors import SolverError
 from .checkpoints import BEST, LAST, load_checkpoint, restore_training, save_checkpoint
 from .config import Config, config_to_yaml, resolve_device, resolve_dtype, resolve_run_dir
-from .distributed import Distributed, join, leave, wrap
-from .problem import Problem, TrainedSystem, build_model, load_problem
+from .distributed import Distributed, join, leave, unwrap, wrap
+from .problem import TrainedSystem, build_model, load_problem, solve_batch
 from .progress import Progress
 from .report import write_outputs
 
@@ -82,30 +82,6 @@ def make_schedule(config: Config, optimizer):
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=s.gamma)
 
 
-def solver_options(config: Config, **overrides) -> dict:
-    """The keyword arguments of :func:`physode.solve` that ``solver:`` describes."""
-    s = config.solver
-    return {
-        "method": s.method,
-        "grad": s.grad,
-        "rtol": s.rtol,
-        "atol": s.atol,
-        "step_size": s.step_size,
-        "max_steps": s.max_steps,
-        **overrides,
-    }
-
-
-def solve_batch(config: Config, system, problem: Problem, rows, times, **overrides):
-    """Predicted trajectories of trajectories ``rows`` at ``times``: ``(B, T, D)``, with stats.
-
-    ``system`` is a :class:`TrainedSystem`, or one wrapped in DistributedDataParallel.
-    """
-    pred = system(problem.state, rows, times, solver_options(config, **overrides))
-    inner = system.module if hasattr(system, "module") else system
-    return pred, inner.last_stats
-
-
 def batch_loss(config: Config, pred, true, mask) -> torch.Tensor:
     diff = (pred - true)[mask]
     if diff.numel() == 0:
@@ -148,13 +124,15 @@ def _train_step(config, system, problem, optimizer, rows, total: dict, ctx: Dist
         # Every rank learns of a failure before any enters backward's all-reduce.
         if not ctx.all_ok(failure is None):
             raise _RankFailure("; ".join(f for f in ctx.gather(failure) if f))
-        model = system.module.model if ctx.active else system.model
+        model = unwrap(system).model
         loss = batch_loss(config, pred, true, mask) + model.regularization(None, pred)
         (loss * weight).backward()
         total["fwd"] += stats.n_f_evals
         total["bwd"] += stats.n_f_evals_backward
         last["loss"], last["pred"] = loss.detach(), pred.detach()
-        return ctx.sum([loss.item() * weight])[0] / ctx.world if ctx.active else loss
+        # The global batch's loss, the same on every rank (L-BFGS's line search uses it).
+        last["global"] = ctx.sum([loss.item() * weight])[0] / ctx.world
+        return last["global"] if ctx.active else loss
 
     optimizer.step(closure)
     if weight > 0:
@@ -162,14 +140,14 @@ def _train_step(config, system, problem, optimizer, rows, total: dict, ctx: Dist
         total["loss"] += last["loss"].item() * len(mine)
         total["sq"] += err.square().sum().item()
         total["count"] += err.numel()
-    return ctx.sum([last["loss"].item() * weight])[0] / ctx.world
+    return last["global"]
 
 
 class _RankFailure(RuntimeError):
     """A solve failed on some rank (the message names it)."""
 
 
-class _Metrics:
+class MetricsCSV:
     """metrics.csv, one row per epoch; on resume, rows after the checkpoint are dropped."""
 
     def __init__(self, path: Path, fields: list[str], keep_until: int) -> None:
@@ -275,7 +253,7 @@ def _fit(config: Config, run_dir, resume: bool, stream, ctx: Distributed) -> Fit
     fields = ["epoch", "loss", "fit_mse", "n_f_evals", "n_f_evals_backward", "seconds", "lr"]
     fields += list(_flat_parameters(params_now))
     if ctx.is_main:
-        metrics = _Metrics(run_dir / "metrics.csv", fields, start_epoch)
+        metrics = MetricsCSV(run_dir / "metrics.csv", fields, start_epoch)
     n = problem.state.shape[0]
     loss_value = math.nan
     for epoch in range(start_epoch + 1, config.train.epochs + 1):

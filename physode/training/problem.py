@@ -19,6 +19,7 @@ from ..datasets import Trajectories, read_trajectories, simulate
 from ..models import MLP, Hybrid, NBodyGravity
 from ..odeint import solve
 from .config import Config, ModelConfig
+from .distributed import unwrap
 
 
 class FitSetupError(ValueError):
@@ -188,3 +189,26 @@ class TrainedSystem(nn.Module):
         sol = solve(self.model, self.initial_state(state, rows), times, **options)
         self.last_stats = sol.stats
         return sol.ys.transpose(0, 1)
+
+
+def solver_options(config: Config, **overrides) -> dict:
+    """The keyword arguments of :func:`physode.solve` that ``solver:`` describes."""
+    s = config.solver
+    return {
+        "method": s.method,
+        "grad": s.grad,
+        "rtol": s.rtol,
+        "atol": s.atol,
+        "step_size": s.step_size,
+        "max_steps": s.max_steps,
+        **overrides,
+    }
+
+
+def solve_batch(config: Config, system: nn.Module, problem: Problem, rows, times, **overrides):
+    """Predicted trajectories of trajectories ``rows`` at ``times``: ``(B, T, D)``, with stats.
+
+    ``system`` is a :class:`TrainedSystem`, or one wrapped in DistributedDataParallel.
+    """
+    pred = system(problem.state, rows, times, solver_options(config, **overrides))
+    return pred, unwrap(system).last_stats

@@ -14,7 +14,7 @@ import torch
 from .config import Config, config_to_yaml
 from .outputs import extrapolation_scores, predictions_dataset, write_predictions
 from .plots import plot_predictions
-from .problem import Problem, TrainedSystem
+from .problem import Problem, TrainedSystem, solve_batch
 
 #: Trajectories predicted at once when writing outputs (bounds memory on big ensembles).
 PREDICT_BATCH = 256
@@ -33,8 +33,6 @@ def predict(config: Config, system: TrainedSystem, problem: Problem, **solver) -
 
     ``solver`` overrides the config's solver settings (method, rtol, atol, ...).
     """
-    from .fit import solve_batch
-
     n = problem.state.shape[0]
     parts = []
     for rows in torch.arange(n, device=problem.state.device).split(PREDICT_BATCH):

@@ -68,7 +68,7 @@ from ..models.latent import ODERNN, GRUBaseline, LatentODE, kl_annealing
 from ..solvers import FIXED_STEP_METHODS
 from .checkpoints import BEST, LAST, load_checkpoint, restore_training, save_checkpoint
 from .config import Config, config_to_yaml, resolve_device, resolve_dtype
-from .fit import FitError, FitResult, _Metrics, make_optimizer, make_schedule, prepare_run_dir
+from .fit import FitError, FitResult, MetricsCSV, make_optimizer, make_schedule, prepare_run_dir
 from .outputs import predictions_dataset, write_predictions
 from .problem import FitSetupError, ensure_data_file, observed_columns
 from .progress import Progress
@@ -495,7 +495,7 @@ def fit_sequence(
     ]
     if extrapolating:
         fields.append("test_extrapolation_mse")
-    metrics = _Metrics(run_dir / "metrics.csv", fields, start_epoch)
+    metrics = MetricsCSV(run_dir / "metrics.csv", fields, start_epoch)
     normalization = {
         "minimum": torch.as_tensor(data.stats.minimum),
         "scale": torch.as_tensor(data.stats.scale),
