@@ -778,15 +778,34 @@ def mlp_time_problem() -> TimeProblem:
     )
 
 
-def three_body_time_problem(batch: int) -> TimeProblem:
+@dataclass(frozen=True)
+class ThreeBodyTiming:
+    """One three-body timing configuration: 100 output times on ``[0, t_end]``."""
+
+    suffix: str
+    t_end: float
+    rtol: float
+    atol: float
+    why: str
+
+
+#: The anchors' configuration (rtol = atol = 1e-6, 100 outputs) on the fitting window
+#: [0, 1] of the three-body task, and a harder one: twice the span, tighter tolerances.
+THREE_BODY_TIMINGS = (
+    ThreeBodyTiming("", 1.0, 1e-6, 1e-6, "the anchors' tolerances, the fitting window [0, 1]"),
+    ThreeBodyTiming("-long", 2.0, 1e-7, 1e-8, "twice the span, tighter tolerances"),
+)
+
+
+def three_body_time_problem(batch: int, timing: ThreeBodyTiming) -> TimeProblem:
     base = three_body_initial()
     if batch == 1:
         y0 = base.unsqueeze(0)
     else:
         gen = torch.Generator().manual_seed(0)
         y0 = base + 1e-2 * torch.randn(batch, 18, generator=gen, dtype=F64)
-    t = torch.linspace(0.0, 2.0, 100, dtype=F64)
-    setting = Setting(rtol=1e-7, atol=1e-8, max_steps=TIME_STEP_CAP)
+    t = torch.linspace(0.0, timing.t_end, 100, dtype=F64)
+    setting = Setting(rtol=timing.rtol, atol=timing.atol, max_steps=TIME_STEP_CAP)
     with torch.no_grad():  # the target: the trajectory with unit masses
         target = physode.odeint(ThreeBodyMasses((1.0, 1.0, 1.0)), y0, t, rtol=1e-7, atol=1e-8)
     func = ThreeBodyMasses()
@@ -797,9 +816,10 @@ def three_body_time_problem(batch: int) -> TimeProblem:
         return (run.trajectory - target).square().mean()
 
     return TimeProblem(
-        f"3body-b{batch}",
-        f"three-body, batch {batch}, f64, dopri5 rtol = 1e-7 atol = 1e-8, 100 outputs on "
-        "[0, 2], L = MSE(trajectory, trajectory with masses (1, 1, 1)), gradient w.r.t. masses",
+        f"3body-b{batch}{timing.suffix}",
+        f"three-body, batch {batch}, f64, dopri5 rtol = {timing.rtol:g} atol = {timing.atol:g}, "
+        f"100 outputs on [0, {timing.t_end:g}] ({timing.why}), L = MSE(trajectory, trajectory "
+        "with masses (1, 1, 1)), gradient w.r.t. masses",
         func,
         y0,
         t,
@@ -846,7 +866,11 @@ class TimeRow:
     failure: str | None = None
 
 
-def time_problem(p: TimeProblem, methods: list[Method], budget_s: float, hi: int) -> list[TimeRow]:
+def time_problem(
+    p: TimeProblem, methods: list[Method], budget_s: float, lo: int, hi: int
+) -> list[TimeRow]:
+    """Time each method on ``p``: a counted run, then ``lo``..``hi`` interleaved repeats
+    (as many as fit ``budget_s``; ``lo`` applies only to rounds under a minute)."""
     rows: dict[str, TimeRow] = {}
     warm: dict[str, float] = {}
     for m in methods:  # counted run, doubles as the warm-up
@@ -862,7 +886,8 @@ def time_problem(p: TimeProblem, methods: list[Method], budget_s: float, hi: int
         warm[m.label] = time.perf_counter() - start
         fwd, bwd, row.drift = run.counts()
         row.evals = (fwd, bwd)
-    repeats = choose_repeats(sum(warm.values()), budget_s, 0, hi)
+    round_s = sum(warm.values())
+    repeats = choose_repeats(round_s, budget_s, lo if round_s < 60.0 else 0, hi)
     if repeats == 0:  # too slow to repeat: the counted run is the only sample
         for label, seconds in warm.items():
             rows[label].seconds, rows[label].repeats = seconds, "1*"
@@ -902,26 +927,46 @@ def time_table(rows: list[TimeRow], fvjp: dict[str, float]) -> str:
     return markdown_table(header, body, n_text=2)
 
 
-def ratio_table(rows: list[TimeRow]) -> str:
-    def seconds(problem: str, lib: str, kind: str) -> float | None:
+def ratio_table(rows: list[TimeRow], outputs: dict[str, int]) -> str:
+    """ACA and MALI time against the anchors, per problem.
+
+    ``outputs``: the number of output times of each problem. The last column,
+    ACA's forward evaluations per output interval, sets how much torchdiffeq's
+    adjoint loses by restarting a solve on every interval (the fewer steps per
+    interval, the more its restarts cost).
+    """
+
+    def row(problem: str, lib: str, kind: str) -> TimeRow | None:
         for r in rows:
             if r.problem == problem and r.method.lib == lib and r.method.kind == kind:
-                return r.seconds
+                return r
         return None
+
+    def seconds(problem: str, lib: str, kind: str) -> float | None:
+        r = row(problem, lib, kind)
+        return None if r is None else r.seconds
 
     def ratio(a: float | None, b: float | None) -> str:
         return "n/a" if a is None or b is None else f"{a / b:.2f}"
 
     header = ["problem", "ACA / tdq odeint_adjoint", "ACA / tdq odeint", "MALI / ACA"]
+    header.append("ACA fwd evals per output interval")
     body = []
     for problem in dict.fromkeys(r.problem for r in rows):
         aca = seconds(problem, "physode", "aca")
+        aca_row = row(problem, "physode", "aca")
+        per_interval = (
+            f"{aca_row.evals[0] / (outputs[problem] - 1):.1f}"
+            if aca_row is not None and aca_row.evals is not None and outputs[problem] > 1
+            else "n/a"
+        )
         body.append(
             [
                 problem,
                 ratio(aca, seconds(problem, "torchdiffeq", "adjoint")),
                 ratio(aca, seconds(problem, "torchdiffeq", "direct")),
                 ratio(seconds(problem, "physode", "mali"), aca),
+                per_interval,
             ]
         )
     return markdown_table(header, body)
@@ -929,9 +974,10 @@ def ratio_table(rows: list[TimeRow]) -> str:
 
 def run_time(quick: bool, b256: bool) -> None:
     section("c. Time: forward+backward wall time")
-    problems = [mlp_time_problem(), three_body_time_problem(1)]
+    problems = [mlp_time_problem()]
+    problems += [three_body_time_problem(1, timing) for timing in THREE_BODY_TIMINGS]
     if b256:
-        problems.append(three_body_time_problem(256))
+        problems.append(three_body_time_problem(256, THREE_BODY_TIMINGS[-1]))
     for p in problems:
         print(f"- {p.name}: {p.description}")
     print(
@@ -947,23 +993,25 @@ def run_time(quick: bool, b256: bool) -> None:
     )
     if not b256:
         print(
-            "3body-b256 skipped: ~46 000 evaluations per solve, minutes per method on 2 "
+            "3body-b256-long skipped: ~46 000 evaluations per solve, minutes per method on 2 "
             "cores; pass --b256 to include it."
         )
     print(flush=True)
     methods = physode_methods() + comparison_methods(fixed=False)
     rows: list[TimeRow] = []
     fvjp: dict[str, float] = {}
-    budget, hi = (3.0, 3) if quick else (20.0, 5)
+    # Three interleaved repeats at least (unless a round takes over a minute): one
+    # run per cell is at the mercy of whatever else the machine is doing.
+    budget, lo, hi = (3.0, 0, 3) if quick else (20.0, 3, 5)
     for p in problems:
         before = f_vjp_time(p)
-        rows += time_problem(p, methods, budget, hi)
+        rows += time_problem(p, methods, budget, lo, hi)
         fvjp[p.name] = min(before, f_vjp_time(p))  # two medians; the min is the least disturbed
     print(time_table(rows, fvjp))
     print()
     print("Time ratios (physode aca, physode mali vs the named method):")
     print()
-    print(ratio_table(rows), flush=True)
+    print(ratio_table(rows, {p.name: len(p.t) for p in problems}), flush=True)
 
 
 # ----------------------------------------------------------------------------- main
