@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -17,6 +18,7 @@ import xarray as xr
 from click.testing import CliRunner
 
 from physode.cli.main import main
+from physode.training import load_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -86,6 +88,24 @@ def test_fit_recovers_the_masses_and_writes_the_run_directory(fitted):
     assert (run / "config.yaml").exists()
 
 
+def test_fit_window_left_out_comes_from_the_data_file(tmp_path):
+    config = write_config(tmp_path, n_times=101, epochs=1)
+    config.write_text(config.read_text().replace("  fit_window: [0.0, 0.5]\n", ""))
+    result = run_cli("fit", config, "-o", tmp_path / "run", "--quiet")
+    assert result.exit_code == 0, result.output
+    # The simulated file says [0, 1]; the run's config records the window it used.
+    assert load_config(tmp_path / "run" / "config.yaml").data.fit_window == (0.0, 1.0)
+    with xr.open_dataset(tmp_path / "run" / "predictions.nc", engine="h5netcdf") as ds:
+        assert ds.attrs["fit_window_end"] == 1.0
+        assert int((ds["time"] <= 1.0).sum()) == 51
+    with h5py.File(tmp_path / "data.h5", "a") as f:
+        del f.attrs["fit_window"]
+    result = CliRunner().invoke(main, ["fit", str(config), "-o", str(tmp_path / "run2")])
+    assert result.exit_code != 0
+    assert "data.fit_window: not set in the config, and" in result.output
+    assert "data.h5 has no fit_window attribute" in result.output
+
+
 def test_checkpoints_load_with_weights_only(fitted):
     run, _ = fitted
     for name in ("last.pt", "best.pt"):
@@ -136,6 +156,20 @@ def test_evaluate_with_another_solver_gives_a_close_score(fitted):
     # The model, not the solver, is scored: a tighter solve changes the score little.
     assert scores["fit_mse"] < 1e-7
     assert abs(scores["extrapolation_mse"] - trained["extrapolation_mse"]) < 1e-4
+
+
+def test_a_mali_run_is_rescored_with_another_solver(tmp_path):
+    config = write_config(tmp_path, n_times=101, epochs=1)
+    args = ["--set", "solver.method=alf", "--set", "solver.grad=mali", "--quiet"]
+    result = run_cli("fit", config, "-o", tmp_path / "run", *args)
+    assert result.exit_code == 0, result.output
+    result = run_cli("evaluate", tmp_path / "run", "--method", "dopri5", "--rtol", "1e-9")
+    assert result.exit_code == 0, result.output
+    (path,) = (tmp_path / "run" / "evaluations").glob("dopri5-*.json")
+    scores = json.loads(path.read_text())
+    assert scores["solver"]["grad"] == "direct" and scores["trained_with"]["grad"] == "mali"
+    # One L-BFGS epoch already brings the masses close: masses (1, 1, 1) score 0.86.
+    assert scores["fit_mse"] < 1e-6
 
 
 def test_an_existing_run_is_not_overwritten(fitted, tmp_path):

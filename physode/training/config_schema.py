@@ -7,7 +7,6 @@ import difflib
 import inspect
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -99,6 +98,9 @@ class _Tagged(_Section):
 # --------------------------------------------------------------------------- sections
 
 
+_Window = Annotated[tuple[FiniteFloat, FiniteFloat], BeforeValidator(_window_pair)]
+
+
 class DataConfig(_Section):
     """``data``: the trajectory file and what part of it is fitted.
 
@@ -109,9 +111,9 @@ class DataConfig(_Section):
             (``None``: never simulate).
         simulate_options: keyword arguments for the simulator.
         fit_window: ``(start, end)`` in the file's time units; times after
-            ``end`` are extrapolation. Required (it may not be left out) except
-            with ``model.latent``, where it is optional and only restricts the
-            times used (``None``: all).
+            ``end`` are extrapolation. ``None`` (or left out): the data file's
+            ``fit_window`` attribute, which must then exist. With
+            ``model.latent`` it only restricts the times used (``None``: all).
         trajectories: indices of the trajectories to use (``None``: all).
         observed: names of the variables the loss sees (``None``: all).
     """
@@ -119,9 +121,7 @@ class DataConfig(_Section):
     path: PathField
     simulate: Literal[tuple(SIMULATORS)] | None = None  # type: ignore[valid-type]
     simulate_options: dict[str, Any] = Field(default_factory=dict)
-    # Required (no default); None is admitted for sequence models only, where
-    # Config fills it in when the key is left out (see Config._sequence_fit_window).
-    fit_window: Annotated[tuple[FiniteFloat, FiniteFloat], BeforeValidator(_window_pair)] | None
+    fit_window: _Window | None = None
     trajectories: list[NonNegativeInt] | None = None
     observed: list[str] | None = None
 
@@ -498,19 +498,6 @@ class Config(_Section):
 
     _source: Path | None = PrivateAttr(default=None)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _sequence_fit_window(cls, data: Any) -> Any:
-        # `data.fit_window` is required, except for a sequence model, where
-        # leaving it out means all times.
-        if not isinstance(data, Mapping):
-            return data
-        model, section = data.get("model"), data.get("data")
-        latent = isinstance(model, Mapping) and model.get("latent") is not None
-        if latent and isinstance(section, Mapping) and "fit_window" not in section:
-            data = {**data, "data": {**section, "fit_window": None}}
-        return data
-
     @model_validator(mode="after")
     def _sequence_settings(self) -> Config:
         if self.model.latent is None:
@@ -519,10 +506,6 @@ class Config(_Section):
                     "is used only with model.latent (a sequence model); remove it or set it "
                     "to null",
                     at="task",
-                )
-            if self.data.fit_window is None:
-                raise _config_error(
-                    "must be [start, end] (null is for model.latent only)", at="data.fit_window"
                 )
             return self
         if self.task is None:

@@ -51,7 +51,9 @@ def evaluate_run(
     s = config.solver
     chosen = {
         "method": method or s.method,
-        "grad": grad or s.grad,
+        # Prediction takes no gradient: the trained gradient method (MALI needs ALF)
+        # must not stop a re-score with another solver.
+        "grad": grad or "direct",
         "rtol": rtol if rtol is not None else s.rtol,
         "atol": atol if atol is not None else s.atol,
         "step_size": step_size if step_size is not None else s.step_size,

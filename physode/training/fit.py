@@ -228,7 +228,6 @@ def _fit(config: Config, run_dir, resume: bool, stream, ctx: Distributed) -> Fit
     # alone writes to it.
     if ctx.is_main:
         run_dir = prepare_run_dir(config, run_dir, resume)
-        (run_dir / "config.yaml").write_text(config_to_yaml(config))
     run_dir = ctx.broadcast(run_dir)
     torch.manual_seed(config.train.seed)
     if not ctx.is_main:
@@ -236,6 +235,12 @@ def _fit(config: Config, run_dir, resume: bool, stream, ctx: Distributed) -> Fit
     problem = load_problem(config, dtype, device)
     if ctx.is_main:
         ctx.barrier()
+    # A window taken from the data file is written into the run's config, so the run
+    # directory says what was fitted even if the file changes later.
+    data = config.data.model_copy(update={"fit_window": problem.fit_window})
+    config = config.model_copy(update={"data": data})
+    if ctx.is_main:
+        (run_dir / "config.yaml").write_text(config_to_yaml(config))
     model = build_model(config.model, problem.variables, dtype, device)
     system = TrainedSystem(model, problem.state[:, 0] if config.train.learn_initial_state else None)
     optimizer = make_optimizer(config, [p for p in system.parameters() if p.requires_grad])

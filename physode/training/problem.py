@@ -37,6 +37,8 @@ class Problem:
         mask: True where observed and where the loss looks, ``(N, T, D)`` bool.
         n_fit: how many of the ``T`` times lie in the fit window.
         ids: each trajectory's index in the file, ``(N,)``.
+        fit_window: ``(start, end)`` in the file's time units: ``data.fit_window``
+            or, when the config leaves it out, the file's ``fit_window`` attribute.
     """
 
     data: Trajectories
@@ -45,6 +47,7 @@ class Problem:
     mask: torch.Tensor
     n_fit: int
     ids: list[int]
+    fit_window: tuple[float, float]
 
     @property
     def fit_time(self) -> torch.Tensor:
@@ -80,18 +83,32 @@ def observed_columns(config: Config, variables: list[str], path: Path) -> list[i
     return [i for i, v in enumerate(variables) if v in config.data.observed]
 
 
+def fit_window(config: Config, data: Trajectories, path: Path) -> tuple[float, float]:
+    """``data.fit_window``, or the file's ``fit_window`` attribute when the config leaves it out."""
+    if config.data.fit_window is not None:
+        return config.data.fit_window
+    if data.fit_window is None:
+        raise FitSetupError(
+            f"data.fit_window: not set in the config, and {path} has no fit_window "
+            "attribute to take it from; set data.fit_window: [start, end] (times after "
+            "end are extrapolation)"
+        )
+    return data.fit_window
+
+
 def load_problem(config: Config, dtype: torch.dtype, device: torch.device) -> Problem:
     """Read the data a config names (simulating the file first if it is missing and
     ``data.simulate`` is set) and cut it to the fit window and observed variables."""
     path = ensure_data_file(config)
     data = read_trajectories(path, indices=config.data.trajectories)
-    start, end = config.data.fit_window
+    start, end = fit_window(config, data, path)
+    where = "data.fit_window" if config.data.fit_window is not None else f"{path}: fit_window"
     times = data.time
     keep = times >= start
     n_fit = int(np.count_nonzero(keep & (times <= end)))
     if n_fit < 2:
         raise FitSetupError(
-            f"data.fit_window: [{start:g}, {end:g}] holds {n_fit} of the times in {path} "
+            f"{where}: [{start:g}, {end:g}] holds {n_fit} of the times in {path} "
             f"(which run from {times[0]:g} to {times[-1]:g}); the fit needs at least two"
         )
     mask = np.ones(data.state.shape, dtype=bool) if data.mask is None else data.mask.copy()
@@ -117,6 +134,7 @@ def load_problem(config: Config, dtype: torch.dtype, device: torch.device) -> Pr
         mask=torch.as_tensor(mask[:, first:], device=device),
         n_fit=n_fit,
         ids=ids,
+        fit_window=(float(start), float(end)),
     )
 
 
