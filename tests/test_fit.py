@@ -183,6 +183,16 @@ def test_an_existing_run_is_not_overwritten(fitted, tmp_path):
 # ---------------------------------------------------------------------------- bad input
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_it_is_a_one_line_error(tmp_path):
+    config = write_config(tmp_path)
+    args = ["fit", str(config), "-o", str(tmp_path / "run"), "--set", "train.device=cuda"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert "device: 'cuda' was asked for but" in result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [

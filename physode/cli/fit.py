@@ -99,7 +99,9 @@ def fit(
         result = run_fit(config, run_dir, resume=resume, stream=None if quiet else sys.stderr)
     except (ConfigError, FitError, FitSetupError, TrajectoryFormatError, SolverError) as exc:
         raise _fail(exc) from None
-    except (FileNotFoundError, FileExistsError) as exc:
+    # physode raises ValueError for bad input (a device this machine lacks, ...), naming
+    # the setting at fault: a one-line error, not a traceback.
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
         raise _fail(exc) from None
     if int(os.environ.get("RANK", "0")) != 0:
         return
