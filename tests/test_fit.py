@@ -183,6 +183,15 @@ def test_an_existing_run_is_not_overwritten(fitted, tmp_path):
 # ---------------------------------------------------------------------------- bad input
 
 
+def test_a_trajectory_index_past_the_file_names_the_key(tmp_path):
+    config = write_config(tmp_path, n_times=101)
+    args = ["fit", str(config), "-o", str(tmp_path / "run"), "--set", "data.trajectories=[0,3]"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert "data.trajectories: [3] out of range:" in result.output
+    assert "holds 1 trajectory (indices 0 to 0)" in result.output
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_asking_for_cuda_without_it_is_a_one_line_error(tmp_path):
     config = write_config(tmp_path)

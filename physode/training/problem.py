@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..datasets import Trajectories, read_trajectories, simulate
+from ..datasets import Trajectories, TrajectoryFile, read_trajectories, simulate
 from ..models import MLP, Hybrid, NBodyGravity
 from ..odeint import solve
 from .config import Config, ModelConfig
@@ -71,6 +71,21 @@ def ensure_data_file(config: Config) -> Path:
     return path
 
 
+def read_selected(config: Config, path: Path) -> Trajectories:
+    """The trajectories ``data.trajectories`` picks from ``path`` (all when it is unset)."""
+    wanted = config.data.trajectories
+    if wanted is not None:
+        with TrajectoryFile(path) as f:
+            n = f.n_trajectories
+        missing = [i for i in wanted if i >= n]
+        if missing:
+            raise FitSetupError(
+                f"data.trajectories: {missing} out of range: {path} holds {n} "
+                f"trajector{'y' if n == 1 else 'ies'} (indices 0 to {n - 1})"
+            )
+    return read_trajectories(path, indices=wanted)
+
+
 def observed_columns(config: Config, variables: list[str], path: Path) -> list[int]:
     """Indices of the variables ``data.observed`` names (all when it is unset)."""
     if config.data.observed is None:
@@ -100,7 +115,7 @@ def load_problem(config: Config, dtype: torch.dtype, device: torch.device) -> Pr
     """Read the data a config names (simulating the file first if it is missing and
     ``data.simulate`` is set) and cut it to the fit window and observed variables."""
     path = ensure_data_file(config)
-    data = read_trajectories(path, indices=config.data.trajectories)
+    data = read_selected(config, path)
     start, end = fit_window(config, data, path)
     where = "data.fit_window" if config.data.fit_window is not None else f"{path}: fit_window"
     times = data.time

@@ -55,7 +55,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..datasets import read_trajectories
 from ..datasets.irregular import (
     IrregularDataset,
     MinMaxStats,
@@ -70,7 +69,7 @@ from .checkpoints import BEST, LAST, load_checkpoint, restore_training, save_che
 from .config import Config, config_to_yaml, resolve_device, resolve_dtype
 from .fit import FitError, FitResult, MetricsCSV, make_optimizer, make_schedule, prepare_run_dir
 from .outputs import predictions_dataset, write_predictions
-from .problem import FitSetupError, ensure_data_file, observed_columns
+from .problem import FitSetupError, ensure_data_file, observed_columns, read_selected
 from .progress import Progress
 from .report import write_json
 
@@ -149,7 +148,7 @@ def load_sequence_data(config: Config, dtype: torch.dtype = torch.float32) -> Se
             times, a partly observed file); the message names the key.
     """
     path = ensure_data_file(config)
-    data = read_trajectories(path, indices=config.data.trajectories)
+    data = read_selected(config, path)
     task = config.task
     times = np.asarray(data.time, dtype=np.float64)
     keep = np.ones(times.shape, dtype=bool)
