@@ -34,6 +34,22 @@ def test_missing_extra_cli(monkeypatch, tmp_path):
     assert "pip install 'physode[mujoco]'" in result.output
 
 
+def test_missing_extra_fit_is_a_one_line_error(monkeypatch, tmp_path):
+    # A fit whose config simulates the hopper data names the missing extra.
+    from physode.cli.main import main
+
+    monkeypatch.setitem(sys.modules, "dm_control", None)
+    config = tmp_path / "hopper.yaml"
+    config.write_text(
+        "data: {path: h.h5, simulate: hopper, simulate_options: {n_trajectories: 2}}\n"
+        "model: {latent: {kind: latent_ode}}\n"
+    )
+    result = CliRunner().invoke(main, ["fit", str(config), "-o", str(tmp_path / "run")])
+    assert result.exit_code != 0
+    assert "pip install 'physode[mujoco]'" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="n_trajectories"):
         simulate_hopper(0)

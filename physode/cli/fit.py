@@ -100,8 +100,9 @@ def fit(
     except (ConfigError, FitError, FitSetupError, TrajectoryFormatError, SolverError) as exc:
         raise _fail(exc) from None
     # physode raises ValueError for bad input (a device this machine lacks, ...), naming
-    # the setting at fault: a one-line error, not a traceback.
-    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+    # the setting at fault, and ImportError for a missing optional extra (MuJoCo for
+    # data.simulate: hopper): a one-line error, not a traceback.
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as exc:
         raise _fail(exc) from None
     if int(os.environ.get("RANK", "0")) != 0:
         return
