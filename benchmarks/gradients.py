@@ -837,35 +837,22 @@ def forward_backward(m: Method, p: TimeProblem, count: bool) -> Run:
     return run
 
 
-def f_vjp_call(p: TimeProblem) -> Callable[[], None]:
-    """One f evaluation plus its VJP w.r.t. the state and the inputs, as a callable."""
+def f_vjp_time(p: TimeProblem, min_total_s: float = 0.5) -> float:
+    """Median time (s) of one f evaluation plus its VJP w.r.t. the state and the inputs."""
     y = p.y0.detach().clone().requires_grad_()
     t0 = p.t[0].to(p.y0.dtype)
     v = torch.randn_like(p.y0)
 
-    def once() -> None:
-        torch.autograd.grad(p.func(t0, y), (y, *p.inputs), v)
-
-    return once
-
-
-def f_vjp_time(p: TimeProblem, min_total_s: float = 0.5) -> float:
-    """Median time (s) of one f evaluation plus its VJP (see ``f_vjp_call``)."""
-    once = f_vjp_call(p)
-
-    def timed() -> float:
+    def once() -> float:
         start = time.perf_counter()
-        once()
+        out = p.func(t0, y)
+        torch.autograd.grad(out, (y, *p.inputs), v)
         return time.perf_counter() - start
 
     for _ in range(3):
-        timed()
-    n = max(20, min(2000, int(min_total_s / max(timed(), 1e-7))))
-    return statistics.median(timed() for _ in range(n))
-
-
-#: f+VJP calls per interleaved sample of the unit time (see ``time_problem``).
-F_VJP_BATCH = 100
+        once()
+    n = max(20, min(2000, int(min_total_s / max(once(), 1e-7))))
+    return statistics.median(once() for _ in range(n))
 
 
 @dataclass
@@ -881,15 +868,9 @@ class TimeRow:
 
 def time_problem(
     p: TimeProblem, methods: list[Method], budget_s: float, lo: int, hi: int
-) -> tuple[list[TimeRow], float | None]:
+) -> list[TimeRow]:
     """Time each method on ``p``: a counted run, then ``lo``..``hi`` interleaved repeats
-    (as many as fit ``budget_s``; ``lo`` applies only to rounds under a minute).
-
-    Each round of repeats also times ``F_VJP_BATCH`` f+VJP calls, so that the 'in
-    turn' unit of the overhead is measured under the same machine load as the methods
-    (on a shared VM the speed of a bare f drifts by 2x within minutes). Returns the
-    rows and that unit (s per f+VJP; ``None`` when there were no repeats).
-    """
+    (as many as fit ``budget_s``; ``lo`` applies only to rounds under a minute)."""
     rows: dict[str, TimeRow] = {}
     warm: dict[str, float] = {}
     for m in methods:  # counted run, doubles as the warm-up
@@ -910,48 +891,39 @@ def time_problem(
     if repeats == 0:  # too slow to repeat: the counted run is the only sample
         for label, seconds in warm.items():
             rows[label].seconds, rows[label].repeats = seconds, "1*"
-        return list(rows.values()), None
+        return list(rows.values())
     calls = {
         label: (lambda m=rows[label].method: forward_backward(m, p, count=False)) for label in warm
     }
-    once = f_vjp_call(p)
-    unit_label = "f+VJP batch"  # not a method label: those all name a library
-    calls[unit_label] = lambda: [once() for _ in range(F_VJP_BATCH)]
     times = time_interleaved(calls, repeats)
-    unit = statistics.median(times.pop(unit_label)) / F_VJP_BATCH
     for label, samples in times.items():
         rows[label].seconds, rows[label].repeats = statistics.median(samples), str(repeats)
-    return list(rows.values()), unit
+    return list(rows.values())
 
 
-@dataclass(frozen=True)
-class Unit:
-    """The time of one f+VJP (s), two ways: the median of single calls taken before and
-    after the problem's runs (the smaller of the two), and the mean per call of a batch
-    timed in turn with the methods (``None`` without interleaved repeats)."""
-
-    single: float
-    interleaved: float | None
-
-
-def time_table(rows: list[TimeRow], units: dict[str, Unit]) -> str:
-    header = ["problem", "method", "ms", "runs", "evals fwd+bwd"]
-    header += ["f+VJP µs (single)", "overhead", "f+VJP µs (in turn)", "overhead (in turn)", "note"]
+def time_table(rows: list[TimeRow], fvjp: dict[str, float]) -> str:
+    header = ["problem", "method", "ms", "runs", "evals fwd+bwd", "f+VJP µs", "overhead", "note"]
     body = []
     for r in rows:
         if r.failure is not None:
-            body.append([r.problem, r.method.label, "", "", "", "", "", "", "", r.failure])
+            body.append([r.problem, r.method.label, "", "", "", "", "", r.failure])
             continue
         fwd, bwd = r.evals
-        unit = units[r.problem]
-        row = [r.problem, r.method.label, f"{r.seconds * 1e3:.1f}", r.repeats, f"{fwd}+{bwd}"]
-        for seconds in (unit.single, unit.interleaved):
-            if seconds is None or fwd + bwd == 0:
-                row += ["", ""]
-                continue
-            row += [f"{seconds * 1e6:.1f}", f"{r.seconds / ((fwd + bwd) * seconds):.2f}"]
-        row.append(f"mali drift {r.drift:.2g}" if r.drift is not None else "")
-        body.append(row)
+        unit = fvjp[r.problem]
+        overhead = r.seconds / ((fwd + bwd) * unit) if fwd + bwd else float("nan")
+        note = f"mali drift {r.drift:.2g}" if r.drift is not None else ""
+        body.append(
+            [
+                r.problem,
+                r.method.label,
+                f"{r.seconds * 1e3:.1f}",
+                r.repeats,
+                f"{fwd}+{bwd}",
+                f"{unit * 1e6:.1f}",
+                f"{overhead:.2f}",
+                note,
+            ]
+        )
     return markdown_table(header, body, n_text=2)
 
 
@@ -1014,13 +986,10 @@ def run_time(quick: bool, b256: bool) -> None:
         "run only (too slow to repeat within the budget)."
     )
     print(
-        "overhead = ms / ((fwd + bwd evals) x f+VJP), f+VJP = time of one f plus its VJP "
-        "w.r.t. state and parameters. 'single': the median of single calls, the smaller of "
-        "two medians taken before and after the problem's runs; 'in turn': the mean per "
-        f"call of a batch of {F_VJP_BATCH} calls timed in each round with the methods "
-        "(median over the rounds), so under the same machine load and counting the same "
-        "hiccups as a solve's wall time. A forward eval without VJP costs less, so 1 is "
-        "not a floor for methods that evaluate f without a graph."
+        "overhead = ms / ((fwd + bwd evals) x f+VJP), f+VJP = median time of one f plus "
+        "its VJP w.r.t. state and parameters, the smaller of two medians taken before and "
+        "after the problem's runs. A forward eval without VJP costs less, so 1 is not a "
+        "floor for methods that evaluate f without a graph."
     )
     if not b256:
         print(
@@ -1030,17 +999,15 @@ def run_time(quick: bool, b256: bool) -> None:
     print(flush=True)
     methods = physode_methods() + comparison_methods(fixed=False)
     rows: list[TimeRow] = []
-    units: dict[str, Unit] = {}
+    fvjp: dict[str, float] = {}
     # Three interleaved repeats at least (unless a round takes over a minute): one
     # run per cell is at the mercy of whatever else the machine is doing.
     budget, lo, hi = (3.0, 0, 3) if quick else (20.0, 3, 5)
     for p in problems:
         before = f_vjp_time(p)
-        problem_rows, interleaved = time_problem(p, methods, budget, lo, hi)
-        rows += problem_rows
-        # Two medians, before and after: the smaller is the least disturbed.
-        units[p.name] = Unit(min(before, f_vjp_time(p)), interleaved)
-    print(time_table(rows, units))
+        rows += time_problem(p, methods, budget, lo, hi)
+        fvjp[p.name] = min(before, f_vjp_time(p))  # two medians; the min is the least disturbed
+    print(time_table(rows, fvjp))
     print()
     print("Time ratios (physode aca, physode mali vs the named method):")
     print()
