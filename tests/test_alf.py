@@ -121,7 +121,7 @@ def test_alf_solver_object_through_odeint():
 def test_inverse_goes_back_past_velocity_restarts():
     # A restart loses the old velocity, so the restarted states are kept (as MALI
     # does); from each, the inverse step goes back exactly with the velocity it replaced.
-    solver = AsyncLeapfrog(restart_every=4)
+    solver = AsyncLeapfrog(restart_every=4, auto_restart=False)
     f = _float_time(pendulum_rhs)
     h, n = 0.01, 23
     state = start = solver.init(f, 0.0, torch.tensor([1.0, 0.3], dtype=F64))
@@ -131,13 +131,13 @@ def test_inverse_goes_back_past_velocity_restarts():
         if state.restarted:
             kept[i + 1] = state
     assert sorted(kept) == [4, 8, 12, 16, 20]
-    assert state.count == n % 4
+    assert (state.step, state.watch.since_restart) == (n, n % 4)
     for i in reversed(range(n)):
         if i + 1 in kept:
             assert torch.allclose(state.z, kept[i + 1].z, rtol=0, atol=1e-13)
             state = kept[i + 1]
         state = solver.inverse(f, i * h, h, state)
-    assert state.count == 0
+    assert state.step == 0
     assert torch.allclose(state.z, start.z, rtol=0, atol=1e-13)
     assert torch.allclose(state.v, start.v, rtol=0, atol=1e-13)
 
@@ -155,7 +155,10 @@ def test_restarts_keep_alf_second_order():
     assert fitted_slope(hs, errors) == pytest.approx(2.0, abs=0.15)
 
 
+@pytest.mark.parametrize("name", ["restart_every", "gradient_restart_every"])
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True])
-def test_bad_restart_every_is_rejected(bad):
-    with pytest.raises(ValueError, match="restart_every"):
-        AsyncLeapfrog(restart_every=bad)
+def test_bad_restart_settings_are_rejected(name, bad):
+    with pytest.raises(ValueError, match=name):
+        AsyncLeapfrog(**{name: bad})
+    with pytest.raises(ValueError, match="auto_restart"):
+        AsyncLeapfrog(auto_restart=1)

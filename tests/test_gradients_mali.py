@@ -18,6 +18,9 @@ from test_gradients import (
 import physode
 from physode.solvers import AsyncLeapfrog
 
+#: ALF exactly as the paper's: no velocity restarts, no gradient restarts.
+PLAIN_ALF = AsyncLeapfrog(auto_restart=False, gradient_restart_every=None)
+
 
 def decay(t, y):
     return -y
@@ -44,11 +47,11 @@ def test_mali_defaults_to_alf():
     t = torch.linspace(0.0, 1.0, 5, dtype=F64)
     sol = physode.solve(decay, y0, t, grad="mali", rtol=1e-6, atol=1e-8)
     # ALF costs one evaluation per (accepted or rejected) step, plus the initial
-    # velocity, the initial step-size probe and one per velocity restart (every 100
-    # accepted steps by default); dopri5 would cost six per step.
+    # velocity, the initial step-size probe and one per velocity restart; dopri5
+    # would cost six per step.
     stats = sol.stats
     assert stats.n_accepted > 10
-    assert stats.n_f_evals == stats.n_steps + 2 + stats.n_accepted // 100
+    assert stats.n_f_evals == stats.n_steps + 2 + stats.extra.get("velocity_restarts", 0)
     alf = physode.solve(decay, Y1, t, method="alf", rtol=1e-6, atol=1e-8)
     assert torch.equal(sol.ys.detach(), alf.ys)
     assert rel(sol.ys.detach(), torch.exp(-t)[:, None] * Y1) < 1e-4
@@ -110,7 +113,7 @@ def test_mali_damped_linear_system_against_matrix_exp(kwargs):
 
 
 def test_mali_with_checkpoints_equals_direct_alf_on_the_stiff_system():
-    kwargs = {"method": AsyncLeapfrog(restart_every=None), "step_size": 5e-3}
+    kwargs = {"method": PLAIN_ALF, "step_size": 5e-3}
     ref, _ = linear_gradients(A_STIFF, "direct", **kwargs)
     # The forward ALF solution itself is far off here (see above) ...
     exact = linear_reference(A_STIFF)
@@ -140,7 +143,7 @@ T_FAST = torch.linspace(0.0, 0.5, 6, dtype=F64)
 W_FAST = torch.arange(1.0, 7.0, dtype=F64)[:, None]
 # Velocity restarts would act as exact checkpoints here: these tests are about the drift
 # check itself, so they are switched off.
-ETA09 = {"method": AsyncLeapfrog(eta=0.9, restart_every=None), "step_size": 1e-3}
+ETA09 = {"method": AsyncLeapfrog(eta=0.9, gradient_restart_every=None), "step_size": 1e-3}
 
 
 def fast_decay_gradients(grad, **kwargs):
@@ -207,7 +210,7 @@ def test_a_reconstruction_that_overflows_is_reported(on_drift):
         lambda t, y: -k * y,
         y0,
         [0.0, 0.6],
-        method=AsyncLeapfrog(eta=0.6, restart_every=None),
+        method=AsyncLeapfrog(eta=0.6, gradient_restart_every=None),
         grad="mali",
         step_size=1e-3,
         params=(k,),
@@ -250,23 +253,78 @@ def vdp_gradient(grad: str, t_end: float, **kwargs) -> tuple[torch.Tensor, physo
     return torch.cat([x.reshape(-1) for x in g]), sol
 
 
-def test_mali_with_restarts_finishes_van_der_pol_accurately():
-    # Without restarts ALF's parasitic velocity mode grows on the limit cycle's
-    # contracting phases: at rtol 1e-5 the gradient of the discrete solve is off by
-    # ~1e9 over T = 20. Restarting v = f(t, z) every 100 steps (the default) keeps
-    # MALI's gradient as accurate as its forward solve.
+def test_mali_with_default_alf_finishes_van_der_pol_accurately():
+    # ALF's parasitic velocity mode grows on the limit cycle's contracting phases.
+    # The default gradient restarts (every 100 steps) keep MALI's gradient as
+    # accurate as its forward solve.
     ref, _ = vdp_gradient("aca", 10.0, rtol=1e-11, atol=1e-11)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         got, sol = vdp_gradient("mali", 10.0, rtol=1e-7, atol=1e-7)
     assert rel(got, ref) < 1e-3
-    assert sol.stats.n_accepted > 1000  # so about ten restarts happened
+    assert sol.stats.n_accepted > 1000  # so about ten gradient restarts happened
     assert sol.stats.extra["mali_drift"] < 1e-3
 
 
-@pytest.mark.parametrize("restart_every", [1, 3, 7])
-def test_mali_through_restarts_equals_direct_alf(restart_every):
-    solver = AsyncLeapfrog(restart_every=restart_every)
+def test_gradient_restarts_cure_the_parasitic_sensitivity():
+    # Van der Pol, T = 20, rtol 1e-5: the forward solve needs no velocity restart, but
+    # the exact derivative of ALF's solution carries the parasitic mode's growth.
+    ref, _ = vdp_gradient("aca", 20.0, rtol=1e-11, atol=1e-11)
+    plain, _ = vdp_gradient("mali", 20.0, method=PLAIN_ALF, rtol=1e-5, atol=1e-5)
+    assert rel(plain, ref) > 1e3
+    # Gradient restarts alone (no velocity restart, so nothing kept in memory):
+    solver = AsyncLeapfrog(auto_restart=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got, sol = vdp_gradient("mali", 20.0, method=solver, rtol=1e-5, atol=1e-5)
+    assert "velocity_restarts" not in sol.stats.extra
+    assert rel(got, ref) < 0.05
+
+
+def damped_matrix(n: int = 8, seed: int = 0) -> torch.Tensor:
+    """A symmetric matrix with eigenvalues -1, ..., -n in a random orthonormal basis."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=F64))
+    return q @ torch.diag(-torch.arange(1.0, n + 1, dtype=F64)) @ q.T
+
+
+def test_velocity_restarts_fire_where_the_flow_contracts_and_rarely_elsewhere():
+    a = damped_matrix()
+    y0 = torch.ones(8, dtype=F64)
+    t = torch.tensor([0.0, 5.0], dtype=F64)
+    rhs = lambda tt, y: a @ y  # noqa: E731
+    # Plain ALF: the parasitic mode grows as e^{8 t} and takes over the error estimate.
+    with pytest.raises(physode.SolverError, match="max_steps"):
+        physode.solve(rhs, y0, t, method=PLAIN_ALF, rtol=1e-6, atol=1e-8, max_steps=20_000)
+    sol = physode.solve(rhs, y0, t, method="alf", rtol=1e-6, atol=1e-8)
+    assert sol.stats.extra["velocity_restarts"] > 5
+    assert sol.stats.n_accepted < 5_000
+    exact = torch.linalg.matrix_exp(a * 5.0) @ y0
+    assert rel(sol.ys[-1], exact) < 1e-3
+    # A rotation neither contracts nor expands: (almost) nothing to restart, so MALI
+    # keeps (almost) no state.
+    rot = torch.tensor([[0.0, 1.0], [-1.0, 0.0]], dtype=F64)
+    sol = physode.solve(
+        lambda tt, y: rot @ y, Y1[:2], [0.0, 60.0], method="alf", rtol=1e-6, atol=1e-8
+    )
+    assert sol.stats.n_accepted > 2_000
+    assert sol.stats.extra.get("velocity_restarts", 0) <= sol.stats.n_accepted // 500
+
+
+SOLVERS_WITH_RESTARTS = {
+    **{f"restart_every={k}": AsyncLeapfrog(restart_every=k) for k in (1, 3, 7)},
+    **{
+        f"gradient_restart_every={k}": AsyncLeapfrog(auto_restart=False, gradient_restart_every=k)
+        for k in (1, 3, 7)
+    },
+}
+
+
+@pytest.mark.parametrize("grad", ["mali", "aca"])
+@pytest.mark.parametrize("name", list(SOLVERS_WITH_RESTARTS))
+def test_mali_and_aca_through_restarts_equal_direct_alf(name, grad):
+    solver = SOLVERS_WITH_RESTARTS[name]
+    restart_every = int(name.split("=")[1])
     t = torch.linspace(0.0, 3.0, 7, dtype=F64)
 
     def grads(grad):
@@ -277,9 +335,10 @@ def test_mali_through_restarts_equals_direct_alf(restart_every):
         return torch.autograd.grad((w * sol.ys).sum(), (y0, func.mu)), sol.stats
 
     ref, ref_stats = grads("direct")
-    got, stats = grads("mali")
+    got, stats = grads(grad)
     assert stats.n_accepted == ref_stats.n_accepted > 3 * restart_every
-    assert stats.extra["mali_drift"] < 1e-6
+    if grad == "mali":
+        assert stats.extra["mali_drift"] < 1e-6
     for g, r in zip(got, ref, strict=True):
         assert rel(g, r) < 1e-10
 

@@ -72,7 +72,7 @@ class CheckedFunction(CountedFunction):
 
 def make_state(template, y: torch.Tensor, d: torch.Tensor):
     """A solver state of ``template``'s kind from its two differentiable parts
-    (the rest, such as ALF's restart counter, is copied)."""
+    (the rest, such as ALF's step count, is copied)."""
     return type(template)(y, d, *template[2:])
 
 
@@ -103,7 +103,7 @@ def step_vjp(
         d = state0[1].detach().requires_grad_()
         start = make_state(state0, y, d)
         result = solver.step(func, step.t, step.h, start)
-        end = solver.complete(func, step.t + step.h, result.state)
+        end = solver.complete(func, step.t + step.h, result.state, restart=step.restart)
         outs, cotangents = [end[0], end[1]], list(adjoint)
         inner = [(k, th) for k, th in step.outputs if th != 1.0]
         if inner:
@@ -158,7 +158,7 @@ def replay(
     state = solver.init(func, t0, y0)
     for step in steps:
         result = solver.step(func, step.t, step.h, state)
-        end = solver.complete(func, step.t + step.h, result.state)
+        end = solver.complete(func, step.t + step.h, result.state, restart=step.restart)
         inner = [(k, th) for k, th in step.outputs if th != 1.0]
         if inner:
             values = solver.interpolant(step.h, state, end, result.stages)([th for _, th in inner])
@@ -242,6 +242,9 @@ def recorded_forward(ctx, run: dict, y0: torch.Tensor, params, keep_state_every:
     )
     ctx.run = run
     ctx.steps = trajectory.steps
-    ctx.final = trajectory.final_state
+    final = trajectory.final_state
+    if getattr(final, "watch", None) is not None:  # ALF's forward-only bookkeeping
+        final = final._replace(watch=None)
+    ctx.final = final
     ctx.save_for_backward(y0, *params)
     return torch.stack(trajectory.ys)

@@ -17,10 +17,14 @@ difference in units of the tolerance (``atol + rtol |z|``, RMS) is reported
 as ``stats.extra["mali_drift"]``, and a drift above 1 warns (or raises
 ``SolverError`` with ``mali_on_drift="error"``). ``checkpoint_every=K``
 keeps an exact state every K steps, which bounds the drift at memory O(N/K).
-ALF's velocity restarts (``AsyncLeapfrog(restart_every=K)``, every 100 steps by
-default) replace ``v`` by ``f(t, z)``, which no inverse step can undo: the
-restarted states are kept, with the velocity they replaced, and act as exact
-checkpoints; ``restart_every=None`` gives memory constant in the number of steps.
+ALF's velocity restarts (see ``AsyncLeapfrog``: when its parasitic mode
+dominates the error estimate, or every K steps on request) replace ``v`` by
+``f(t, z)``, which no inverse step can undo: the restarted states are kept,
+with the velocity they replaced, and act as exact checkpoints. Where the flow
+does not contract there are none, and memory is constant in the number of steps.
+ALF's gradient restarts need no memory: they change how ``v`` is
+differentiated, not its value, and the re-run steps apply them as the forward
+solve did.
 """
 
 from __future__ import annotations

@@ -19,11 +19,16 @@ class StepResult(NamedTuple):
         error: local error estimate with the solution's shape, or ``None``
             for a method without one. Computed without a graph.
         stages: whatever the solver's interpolant needs besides the two end states.
+        restart_due: a 0-dim bool tensor by which the solver asks to restart its
+            state once this step is accepted (ALF, when its parasitic mode
+            dominates the error estimate); adaptive solves honour it, fixed-step
+            solves (whose results must not depend on the batch) do not.
     """
 
     state: Any
     error: torch.Tensor | None
     stages: Any
+    restart_due: torch.Tensor | None = None
 
 
 class Solver(Protocol):
@@ -47,8 +52,17 @@ class Solver(Protocol):
     def step(self, func: StepFunction, t: float, h: float, state: Any) -> StepResult:
         """Advance from ``t`` to ``t + h`` (``h`` may be negative)."""
 
-    def complete(self, func: StepFunction, t: float, state: Any) -> Any:
-        """Fill in what ``step`` left out of an accepted state (once per accepted step)."""
+    def complete(
+        self, func: StepFunction, t: float, state: Any, restart: bool | None = None
+    ) -> Any:
+        """Fill in what ``step`` left out of an accepted state (once per accepted step).
+
+        A solver may restart part of its state here (ALF's velocity), which the
+        returned state's ``restarted`` attribute tells. ``restart``: ``None`` lets
+        the solver decide by its own schedule; ``True`` restarts (an adaptive solve
+        honouring ``StepResult.restart_due``, or a re-run of a step that restarted);
+        ``False`` does not (a re-run of a step that did not).
+        """
 
     def interpolant(self, h: float, state0: Any, state1: Any, stages: Any):
         """Dense output on the step from ``state0`` to ``state1``: a callable of fractions theta."""

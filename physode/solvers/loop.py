@@ -70,12 +70,15 @@ class AcceptedStep(NamedTuple):
 
     ``outputs`` lists ``(k, theta)``: output time ``k`` lies at ``t + theta h``
     in this step (``theta == 1.0`` exactly when it is the step's end).
+    ``restart``: the solver restarted its state at the step's end (ALF's
+    velocity restart); a re-run of the step must do the same.
     """
 
     t: float
     h: float
     state: Any
     outputs: tuple[tuple[int, float], ...]
+    restart: bool = False
 
 
 class Trajectory(NamedTuple):
@@ -241,26 +244,32 @@ class _Recorder:
         self.steps = steps
         self.every = keep_state_every
 
-    def add(self, t: float, h: float, state, covered) -> None:
+    def add(self, t: float, h: float, state, covered, restart: bool) -> None:
         keep = self.every is not None and len(self.steps) % self.every == 0
         # A state whose velocity was restarted cannot be rebuilt by an inverse step.
         keep = keep or getattr(state, "restarted", False)
-        if keep and hasattr(state, "slope_change"):
-            # ALF's slope_change only feeds the forward error estimate: not worth a
-            # state-sized tensor per kept step.
-            state = state._replace(slope_change=None)
-        self.steps.append(AcceptedStep(t, h, state if keep else None, covered))
+        if keep and getattr(state, "watch", None) is not None:
+            # ALF's watch only feeds the forward error estimate and restart test: not
+            # worth state-sized tensors per kept step.
+            state = state._replace(watch=None)
+        self.steps.append(AcceptedStep(t, h, state if keep else None, covered, restart))
 
 
-def _accept(solver, func, t, h, state, result, outputs, stats, recorder):
-    """Book-keeping shared by both loops once a step is accepted; returns ``(t1, new state)``."""
+def _accept(solver, func, t, h, state, result, outputs, stats, recorder, restart=None):
+    """Book-keeping shared by both loops once a step is accepted; returns ``(t1, new state)``.
+
+    ``restart``: passed on to ``solver.complete`` (``None``: the solver's own schedule).
+    """
     t1 = t + h
-    new_state = solver.complete(func, t1, result.state)
+    new_state = solver.complete(func, t1, result.state, restart=restart)
     covered = outputs.covered(t, h, t1)
     if covered:
         outputs.fill(covered, new_state[0], solver.interpolant(h, state, new_state, result.stages))
+    restart = getattr(new_state, "restarted", False)
+    if restart:
+        stats.extra["velocity_restarts"] = stats.extra.get("velocity_restarts", 0) + 1
     if recorder is not None:
-        recorder.add(t, h, state, covered)
+        recorder.add(t, h, state, covered, restart)
     stats.n_accepted += 1
     return t1, new_state
 
@@ -350,8 +359,11 @@ def _adaptive_steps(solver, func, state, times, outputs, options, stats, recorde
             raise _fail("step_underflow", detail, _hint(solver), t, h, stats.n_steps)
         result = solver.step(func, t, h, state)
         ratio_t = error_ratio(result.error, state[0], result.state[0], options.rtol, options.atol)
-        finite_t = torch.isfinite(result.state[0]).all()
-        ratio, finite = torch.stack([ratio_t, finite_t.to(ratio_t.dtype)]).tolist()
+        flags = [ratio_t, torch.isfinite(result.state[0]).all().to(ratio_t.dtype)]
+        if result.restart_due is not None:
+            flags.append(result.restart_due.to(ratio_t.dtype))
+        # One host-device transfer for the error ratio and both flags.
+        ratio, finite, *due = torch.stack(flags).tolist()
         nonfinite_trial = not finite
         if nonfinite_trial:
             ratio = math.inf
@@ -370,6 +382,7 @@ def _adaptive_steps(solver, func, state, times, outputs, options, stats, recorde
                 )
             h_abs = max(h_next, options.min_step)
             continue
-        t, state = _accept(solver, func, t, h, state, result, outputs, stats, recorder)
+        restart = True if due and due[0] else None
+        t, state = _accept(solver, func, t, h, state, result, outputs, stats, recorder, restart)
         h_abs = min(max(h_next, options.min_step), options.max_step)
     return state

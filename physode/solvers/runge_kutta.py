@@ -72,7 +72,10 @@ class ExplicitRungeKutta:
                 error = _combine(ks[j0] * (h * e0), h, rest, ks)
         return StepResult(RKState(y1, f1), error, ks)
 
-    def complete(self, func: StepFunction, t: float, state: RKState) -> RKState:
+    def complete(
+        self, func: StepFunction, t: float, state: RKState, restart: bool | None = None
+    ) -> RKState:
+        # A Runge-Kutta state has nothing to restart: ``restart`` is always False.
         if state.f is None:
             return RKState(state.y, func(t, state.y))
         return state
