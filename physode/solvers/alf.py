@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -177,15 +178,21 @@ class AsyncLeapfrog:
             else:
                 difference = slope_change - watch.slope_change
                 error = difference * (h * h)
-                if self.auto_restart and watch.difference is not None:
-                    due = self._parasite_dominates(difference, watch, v, h)
+                if (
+                    self.auto_restart
+                    and watch.difference is not None
+                    and watch.since_restart >= self._RESTART_MIN_STEPS
+                ):
+                    # Asked for by adaptive solves only: fixed-step ones skip the work.
+                    due = partial(self._parasite_dominates, difference, watch.difference, v, h)
         since = 0 if watch is None else watch.since_restart
         new_watch = ParasiteWatch(slope_change, difference, since)
         return StepResult(ALFState(z1, v1, state.step, None, new_watch), error, None, due)
 
+    @torch.no_grad()
     def _parasite_dominates(
-        self, difference: torch.Tensor, watch: ParasiteWatch, v: torch.Tensor, h: float
-    ) -> torch.Tensor | None:
+        self, difference: torch.Tensor, previous: torch.Tensor, v: torch.Tensor, h: float
+    ) -> torch.Tensor:
         """Whether the mode ``(-1)^i e`` dominates the error estimate (0-dim bool tensor).
 
         Consecutive differences ``d_i = q_i - q_{i-1}`` carry the mode as
@@ -193,9 +200,7 @@ class AsyncLeapfrog:
         ``d_i + d_{i-1}`` the smooth part of the estimate. Their norms come from
         dot products, so the test allocates nothing of the state's size.
         """
-        if watch.since_restart < self._RESTART_MIN_STEPS:
-            return None
-        d, d_prev = difference.reshape(-1), watch.difference.reshape(-1)
+        d, d_prev = difference.reshape(-1), previous.reshape(-1)
         square_sum = torch.dot(d, d) + torch.dot(d_prev, d_prev)
         cross = 2.0 * torch.dot(d, d_prev)
         alternating, smooth = square_sum - cross, square_sum + cross

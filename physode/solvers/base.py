@@ -19,16 +19,17 @@ class StepResult(NamedTuple):
         error: local error estimate with the solution's shape, or ``None``
             for a method without one. Computed without a graph.
         stages: whatever the solver's interpolant needs besides the two end states.
-        restart_due: a 0-dim bool tensor by which the solver asks to restart its
-            state once this step is accepted (ALF, when its parasitic mode
-            dominates the error estimate); adaptive solves honour it, fixed-step
-            solves (whose results must not depend on the batch) do not.
+        restart_due: a function returning a 0-dim bool tensor, by which the solver
+            asks to restart its state once this step is accepted (ALF, when its
+            parasitic mode dominates the error estimate); adaptive solves call it
+            and honour it, fixed-step solves (whose results must not depend on
+            the batch) neither.
     """
 
     state: Any
     error: torch.Tensor | None
     stages: Any
-    restart_due: torch.Tensor | None = None
+    restart_due: Callable[[], torch.Tensor] | None = None
 
 
 class Solver(Protocol):

@@ -361,7 +361,7 @@ def _adaptive_steps(solver, func, state, times, outputs, options, stats, recorde
         ratio_t = error_ratio(result.error, state[0], result.state[0], options.rtol, options.atol)
         flags = [ratio_t, torch.isfinite(result.state[0]).all().to(ratio_t.dtype)]
         if result.restart_due is not None:
-            flags.append(result.restart_due.to(ratio_t.dtype))
+            flags.append(result.restart_due().to(ratio_t.dtype))
         # One host-device transfer for the error ratio and both flags.
         ratio, finite, *due = torch.stack(flags).tolist()
         nonfinite_trial = not finite
