@@ -21,7 +21,7 @@ ALF's velocity restarts (see ``AsyncLeapfrog``: when its parasitic mode
 dominates the error estimate, or every K steps on request) replace ``v`` by
 ``f(t, z)``, which no inverse step can undo: the restarted states are kept,
 with the velocity they replaced, and act as exact checkpoints. Where the flow
-does not contract there are none, and memory is constant in the number of steps.
+does not contract they are rare, and memory is constant in the number of steps.
 ALF's gradient restarts need no memory: they change how ``v`` is
 differentiated, not its value, and the re-run steps apply them as the forward
 solve did.

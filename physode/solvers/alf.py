@@ -101,8 +101,9 @@ class AsyncLeapfrog:
       ``v``. (The decision looks at the whole batch, so a fixed-step solve,
       whose steps and results must not depend on the batch, does not make it.)
       ``restart_every=K`` restarts after every K accepted steps besides.
-      Where the flow does not contract, no restart happens and MALI's memory
-      is constant in the number of steps.
+      Where the flow does not contract, restarts are rare (on a rotation, at
+      most one in 500 steps) and MALI's memory is constant in the number of
+      steps.
 
     Args:
         eta: damping in (0, 1]; ``eta = 0.5`` makes the inverse singular.
