@@ -242,9 +242,6 @@ def recorded_forward(ctx, run: dict, y0: torch.Tensor, params, keep_state_every:
     )
     ctx.run = run
     ctx.steps = trajectory.steps
-    final = trajectory.final_state
-    if getattr(final, "watch", None) is not None:  # ALF's forward-only bookkeeping
-        final = final._replace(watch=None)
-    ctx.final = final
+    ctx.final = trajectory.final_state
     ctx.save_for_backward(y0, *params)
     return torch.stack(trajectory.ys)

@@ -209,6 +209,7 @@ def integrate(
         stats: filled in place.
         record: keep every accepted step (start time, step size, start state)
             and the output times it covers. The step ends at exactly ``t + h``.
+            The final state is then returned as the gradient methods keep it.
         keep_state_every: with ``record``, keep the start state of every
             K-th accepted step only (``None``: none), the others as ``None``.
 
@@ -236,7 +237,7 @@ def integrate(
         state = _fixed_steps(solver, func, state, times, outputs, options, stats, recorder)
     else:
         state = _adaptive_steps(solver, func, state, times, outputs, options, stats, recorder)
-    return Trajectory(outputs.ys, steps, state)
+    return Trajectory(outputs.ys, steps, _for_keeping(state) if record else state)
 
 
 class _Recorder:
@@ -248,11 +249,16 @@ class _Recorder:
         keep = self.every is not None and len(self.steps) % self.every == 0
         # A state whose velocity was restarted cannot be rebuilt by an inverse step.
         keep = keep or getattr(state, "restarted", False)
-        if keep and getattr(state, "watch", None) is not None:
-            # ALF's watch only feeds the forward error estimate and restart test: not
-            # worth state-sized tensors per kept step.
-            state = state._replace(watch=None)
-        self.steps.append(AcceptedStep(t, h, state if keep else None, covered, restart))
+        kept = _for_keeping(state) if keep else None
+        self.steps.append(AcceptedStep(t, h, kept, covered, restart))
+
+
+def _for_keeping(state):
+    """``state`` as the gradient methods keep it: without ALF's ``watch``, which only
+    feeds the forward error estimate and restart test (state-sized tensors)."""
+    if getattr(state, "watch", None) is not None:
+        return state._replace(watch=None)
+    return state
 
 
 def _accept(solver, func, t, h, state, result, outputs, stats, recorder, restart=None):
@@ -265,11 +271,11 @@ def _accept(solver, func, t, h, state, result, outputs, stats, recorder, restart
     covered = outputs.covered(t, h, t1)
     if covered:
         outputs.fill(covered, new_state[0], solver.interpolant(h, state, new_state, result.stages))
-    restart = getattr(new_state, "restarted", False)
-    if restart:
+    restarted = getattr(new_state, "restarted", False)
+    if restarted:
         stats.extra["velocity_restarts"] = stats.extra.get("velocity_restarts", 0) + 1
     if recorder is not None:
-        recorder.add(t, h, state, covered, restart)
+        recorder.add(t, h, state, covered, restarted)
     stats.n_accepted += 1
     return t1, new_state
 

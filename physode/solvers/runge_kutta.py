@@ -75,7 +75,7 @@ class ExplicitRungeKutta:
     def complete(
         self, func: StepFunction, t: float, state: RKState, restart: bool | None = None
     ) -> RKState:
-        # A Runge-Kutta state has nothing to restart: ``restart`` is always False.
+        # A Runge-Kutta state has nothing to restart: ``restart`` is ignored.
         if state.f is None:
             return RKState(state.y, func(t, state.y))
         return state
