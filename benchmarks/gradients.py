@@ -25,7 +25,8 @@ b. Memory: peak RSS growth of one forward+backward against the number of fixed s
    invisible to tracemalloc): the peak RSS (VmHWM) of the solve minus the RSS before
    it, after building the problem and a 2-step warm-up solve of the same method; the
    peak mark is reset through /proc/self/clear_refs (ru_maxrss would carry the parent's
-   peak over into the child across exec).
+   peak over into the child across exec). The workers run with glibc's
+   MALLOC_MMAP_THRESHOLD_=65536, so RSS counts live tensors, not heap fragmentation.
 c. Time: median wall time of forward+backward on an MLP ODE and on the three-body
    problem (gradient w.r.t. the masses), with evals and the overhead
    time / (evals x time of one f plus its VJP). Batch 256 of the three-body problem
@@ -550,6 +551,8 @@ def run_accuracy(tols: list[float], check_reference: bool) -> None:
 
 
 MEMORY_BATCH, MEMORY_DIM, MEMORY_WIDTH = 512, 128, 256
+#: glibc's mmap threshold in the memory workers (bytes), unless the environment sets one.
+MMAP_THRESHOLD = 65536
 
 
 def memory_methods() -> dict[str, Method]:
@@ -629,8 +632,14 @@ def memory_worker(spec: dict) -> dict:
 def measure_memory(label: str, n: int, dtype: str) -> dict:
     spec = json.dumps({"method": label, "n": n, "dtype": dtype})
     cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", spec]
+    # Every allocation of 64 KiB or more gets its own mapping, returned when freed, so
+    # RSS counts the live tensors exactly instead of glibc's heap fragmentation.
+    env = {**os.environ}
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=600, check=False, env=env
+        )
     except subprocess.TimeoutExpired:
         return {"failure": "fail (timeout 600 s)"}
     if proc.returncode != 0:
@@ -673,20 +682,17 @@ def run_memory(steps: list[int], dtype: str) -> None:
         f"expected to grow by ~2 states per step ({2 * state_mib:.2f} MiB/step), MALI by "
         "nothing (target: < 10 % from the fewest to the most steps), direct by whole graphs."
     )
+    threshold = os.environ.get("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD))
     print(
         f"A run is skipped when the growth extrapolated from the previous step count "
-        f"exceeds {cap_mib / 1024:.1f} GiB (half of MemAvailable). RSS also counts glibc "
-        "heap fragmentation: ~1-2 MiB of noise (it dominates Δ % where the growth is"
+        f"exceeds {cap_mib / 1024:.1f} GiB (half of MemAvailable). The workers run with "
+        f"MALLOC_MMAP_THRESHOLD_={threshold}: every allocation of that size or more (all"
     )
     print(
-        "about 1 MiB), and holes left by freed temporaries between tensors kept across the "
-        "solve (ACA, direct), so states/step comes out above the count of kept tensors."
+        "tensors of a state's size) is mapped on its own and returned when freed, so RSS "
+        "counts live tensors rather than heap fragmentation (times are 2-3x slower)."
     )
-    print(
-        "For exact accounting run with MALLOC_MMAP_THRESHOLD_=65536 in the environment "
-        "(inherited by the workers; 2-3x slower). mali drift: in units of the default "
-        "rtol/atol (1e-6/1e-8)."
-    )
+    print("mali drift: in units of the default rtol/atol (1e-6/1e-8).")
     print(flush=True)
     header = ["method", *(f"n={n}" for n in steps)]
     header += [f"Δ {steps[0]}→{steps[-1]} MiB", "Δ %", "MiB/step", "states/step"]

@@ -320,18 +320,21 @@ SOLVERS_WITH_RESTARTS = {
 }
 
 
+@pytest.mark.parametrize("n_outputs", [2, 7])
 @pytest.mark.parametrize("grad", ["mali", "aca"])
 @pytest.mark.parametrize("name", list(SOLVERS_WITH_RESTARTS))
-def test_mali_and_aca_through_restarts_equal_direct_alf(name, grad):
+def test_mali_and_aca_through_restarts_equal_direct_alf(name, grad, n_outputs):
+    # With 2 outputs no output lies inside a step, so a gradient restart's f(t, z) is
+    # pulled back on its own before the step (see step_vjp); with 7 some lie inside.
     solver = SOLVERS_WITH_RESTARTS[name]
     restart_every = int(name.split("=")[1])
-    t = torch.linspace(0.0, 3.0, 7, dtype=F64)
+    t = torch.linspace(0.0, 3.0, n_outputs, dtype=F64)
 
     def grads(grad):
         func = VanDerPol()
         y0 = torch.tensor([2.0, 0.0], dtype=F64, requires_grad=True)
         sol = physode.solve(func, y0, t, method=solver, grad=grad, rtol=1e-5, atol=1e-5)
-        w = torch.arange(1.0, 8.0, dtype=F64)[:, None]
+        w = torch.arange(1.0, n_outputs + 1.0, dtype=F64)[:, None]
         return torch.autograd.grad((w * sol.ys).sum(), (y0, func.mu)), sol.stats
 
     ref, ref_stats = grads("direct")

@@ -19,8 +19,8 @@ from .common import (
     add_grads,
     apply_method,
     double_backward,
-    initial_vjp,
     recorded_forward,
+    slope_vjp,
     step_vjp,
     zeros_for_unused,
 )
@@ -45,15 +45,19 @@ class _ACA(torch.autograd.Function):
         a_y = torch.zeros_like(y0)
         a_d = torch.zeros_like(y0)
         total: list = [None] * len(params)
+        end = ctx.final
         for step in reversed(steps):
             for k, theta in step.outputs:
                 if theta == 1.0:
                     a_y = a_y + grad_ys[k]
-            a_y, a_d, g = step_vjp(solver, func, step, step.state, (a_y, a_d), grad_ys, params)
+            a_y, a_d, g = step_vjp(
+                solver, func, step, step.state, (a_y, a_d), grad_ys, params, end=end
+            )
             add_grads(total, g)
+            end = step.state
         a_y = a_y + grad_ys[0]
         if steps:
-            dy, g = initial_vjp(func, times[0], y0, a_d, tuple(params))
+            dy, g = slope_vjp(func, times[0], y0, a_d, tuple(params))
             a_y = a_y + dy
             add_grads(total, g)
         run["stats"].n_f_evals_backward = func.count

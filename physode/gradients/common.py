@@ -84,6 +84,7 @@ def step_vjp(
     adjoint: tuple[torch.Tensor, torch.Tensor],
     grad_ys: torch.Tensor,
     params: tuple[torch.Tensor, ...],
+    end=None,
 ) -> tuple[torch.Tensor, torch.Tensor, tuple]:
     """Re-run one accepted step from ``state0`` with a graph and pull the adjoint back through it.
 
@@ -93,35 +94,51 @@ def step_vjp(
             second part (the derivative for Runge-Kutta, the velocity for ALF);
             gradients of outputs at the step's end must already be included.
         grad_ys: dL/d(outputs), one row per output time.
+        end: the solver state at the step's end (values only), if known. Where
+            the step ends with a gradient restart (ALF: ``d`` differentiated as
+            ``f(t1, y1)``) and no output lies inside it, the adjoint of ``d`` is
+            then pulled through ``f(t1, y1)`` first, so that this evaluation's
+            graph and the step's are never alive together.
 
     Returns:
         ``(dL/dy, dL/dd)`` at the step's start and the gradients of ``params``
         (``None`` where a parameter is unused).
     """
+    inner = [(k, th) for k, th in step.outputs if th != 1.0]
+    split = end is not None and not inner and solver.gradient_restart_after(state0, step.restart)
+    restart_grads: tuple = ()
+    if split:
+        a_y, a_d = adjoint
+        dy, restart_grads = slope_vjp(func, step.t + step.h, end[0], a_d, params)
+        adjoint = (a_y + dy, torch.zeros_like(a_d))
     with torch.enable_grad():
         y = state0[0].detach().requires_grad_()
         d = state0[1].detach().requires_grad_()
         start = make_state(state0, y, d)
-        result = solver.step(func, step.t, step.h, start)
-        end = solver.complete(func, step.t + step.h, result.state, restart=step.restart)
+        result = solver.step(func, step.t, step.h, start, estimate_error=False)
+        end = solver.complete(
+            func, step.t + step.h, result.state, restart=step.restart, gradient_restart=not split
+        )
         outs, cotangents = [end[0], end[1]], list(adjoint)
-        inner = [(k, th) for k, th in step.outputs if th != 1.0]
         if inner:
             dense = solver.interpolant(step.h, start, end, result.stages)
             outs.append(dense([th for _, th in inner]))
             cotangents.append(grad_ys[[k for k, _ in inner]])
         grads = torch.autograd.grad(outs, (y, d, *params), cotangents, allow_unused=True)
-    return grads[0], grads[1], grads[2:]
+    param_grads = list(grads[2:])
+    add_grads(param_grads, restart_grads)
+    return grads[0], grads[1], tuple(param_grads)
 
 
-def initial_vjp(
+def slope_vjp(
     func: CountedFunction,
     t0: float,
     y0: torch.Tensor,
     a_d: torch.Tensor,
     params: tuple[torch.Tensor, ...],
 ) -> tuple[torch.Tensor, tuple]:
-    """Pull ``dL/dd0`` back through ``d0 = f(t0, y0)``: returns dL/dy0 and parameter gradients."""
+    """Pull ``dL/dd`` back through ``d = f(t0, y0)`` (the initial slope, or a gradient
+    restart's): returns dL/dy0 and the parameter gradients."""
     with torch.enable_grad():
         y = y0.detach().requires_grad_()
         grads = torch.autograd.grad(func(t0, y), (y, *params), a_d, allow_unused=True)
@@ -157,7 +174,7 @@ def replay(
     ys: list = [y0] + [None] * (n_outputs - 1)
     state = solver.init(func, t0, y0)
     for step in steps:
-        result = solver.step(func, step.t, step.h, state)
+        result = solver.step(func, step.t, step.h, state, estimate_error=False)
         end = solver.complete(func, step.t + step.h, result.state, restart=step.restart)
         inner = [(k, th) for k, th in step.outputs if th != 1.0]
         if inner:

@@ -41,8 +41,8 @@ from .common import (
     add_grads,
     apply_method,
     double_backward,
-    initial_vjp,
     recorded_forward,
+    slope_vjp,
     step_vjp,
     zeros_for_unused,
 )
@@ -87,7 +87,9 @@ class _MALI(torch.autograd.Function):
             if step.state is not None:  # an exact checkpoint: measure, then restart from it
                 drift = max(drift, _drift(start.z, step.state.z, options))
                 start = step.state
-            a_z, a_v, g = step_vjp(solver, func, step, start, (a_z, a_v), grad_ys, params)
+            a_z, a_v, g = step_vjp(
+                solver, func, step, start, (a_z, a_v), grad_ys, params, end=state
+            )
             add_grads(total, g)
             state = start
         if steps and steps[0].state is None:
@@ -96,7 +98,7 @@ class _MALI(torch.autograd.Function):
         _report_drift(drift, run["grad_options"], times[0], len(steps))
         a_z = a_z + grad_ys[0]
         if steps:
-            dz, g = initial_vjp(func, times[0], y0, a_v, tuple(params))
+            dz, g = slope_vjp(func, times[0], y0, a_v, tuple(params))
             a_z = a_z + dz
             add_grads(total, g)
         stats.n_f_evals_backward = func.count

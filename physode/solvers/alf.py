@@ -165,12 +165,16 @@ class AsyncLeapfrog:
     def init(self, func: StepFunction, t0: float, z0: torch.Tensor) -> ALFState:
         return ALFState(z0, func(t0, z0))
 
-    def step(self, func: StepFunction, t: float, h: float, state: ALFState) -> StepResult:
+    def step(
+        self, func: StepFunction, t: float, h: float, state: ALFState, estimate_error: bool = True
+    ) -> StepResult:
         z, v, watch = state.z, state.v, state.watch
         z_half = z.add(v, alpha=0.5 * h)
         u = func(t + 0.5 * h, z_half)
         v1 = v.add(u - v, alpha=2.0 * self.eta)
         z1 = z_half.add(v1, alpha=0.5 * h)
+        if not estimate_error:
+            return StepResult(ALFState(z1, v1, state.step), None, None)
         with torch.no_grad():
             slope_change = (u - v) / h
             difference = due = None
@@ -220,13 +224,26 @@ class AsyncLeapfrog:
         v = (u * (2.0 * self.eta) - v1) / (2.0 * self.eta - 1.0)
         return ALFState(z_half.add(v, alpha=-0.5 * h), v, state.step - 1)
 
+    def gradient_restart_after(self, state0: ALFState, restart: bool) -> bool:
+        """Whether the step from ``state0`` ends with a gradient restart (when a graph is
+        built), given whether it ends with a velocity restart."""
+        every = self.gradient_restart_every
+        return not restart and every is not None and (state0.step + 1) % every == 0
+
     def complete(
-        self, func: StepFunction, t: float, state: ALFState, restart: bool | None = None
+        self,
+        func: StepFunction,
+        t: float,
+        state: ALFState,
+        restart: bool | None = None,
+        gradient_restart: bool = True,
     ) -> ALFState:
         """Count the accepted step, then restart the velocity or apply a gradient restart.
 
         ``restart``: ``None`` restarts every ``restart_every`` steps; ``True`` or
         ``False`` is the caller's decision (see ``Solver.complete``).
+        ``gradient_restart=False`` leaves a due gradient restart out, for a caller
+        that pulls the velocity's adjoint through ``f(t, z)`` itself.
         """
         watch, step = state.watch, state.step + 1
         since = (0 if watch is None else watch.since_restart) + 1
@@ -240,7 +257,8 @@ class AsyncLeapfrog:
             return ALFState(state.z, func(t, state.z), step, state.v, watch)
         v = state.v
         every = self.gradient_restart_every
-        if every is not None and step % every == 0 and v.requires_grad:
+        due = gradient_restart and every is not None and step % every == 0
+        if due and v.requires_grad:
             slope = func(t, state.z)
             v = slope + (v - slope).detach()
         return ALFState(state.z, v, step, None, watch)

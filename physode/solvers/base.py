@@ -50,11 +50,22 @@ class Solver(Protocol):
     def init(self, func: StepFunction, t0: float, y0: torch.Tensor) -> Any:
         """The state at ``(t0, y0)`` (evaluates ``func`` once)."""
 
-    def step(self, func: StepFunction, t: float, h: float, state: Any) -> StepResult:
-        """Advance from ``t`` to ``t + h`` (``h`` may be negative)."""
+    def step(
+        self, func: StepFunction, t: float, h: float, state: Any, estimate_error: bool = True
+    ) -> StepResult:
+        """Advance from ``t`` to ``t + h`` (``h`` may be negative).
+
+        ``estimate_error=False`` (a re-run of an accepted step) leaves out the error
+        estimate and any forward-only bookkeeping.
+        """
 
     def complete(
-        self, func: StepFunction, t: float, state: Any, restart: bool | None = None
+        self,
+        func: StepFunction,
+        t: float,
+        state: Any,
+        restart: bool | None = None,
+        gradient_restart: bool = True,
     ) -> Any:
         """Fill in what ``step`` left out of an accepted state (once per accepted step).
 
@@ -62,8 +73,15 @@ class Solver(Protocol):
         returned state's ``restarted`` attribute tells. ``restart``: ``None`` lets
         the solver decide by its own schedule; ``True`` restarts (an adaptive solve
         honouring ``StepResult.restart_due``, or a re-run of a step that restarted);
-        ``False`` does not (a re-run of a step that did not).
+        ``False`` does not (a re-run of a step that did not). A solver may also
+        change how the state's second part is differentiated (ALF's gradient
+        restart: the value stays, the derivative is that of ``f(t, y)``);
+        ``gradient_restart=False`` leaves that out.
         """
+
+    def gradient_restart_after(self, state0: Any, restart: bool) -> bool:
+        """Whether ``complete`` applies a gradient restart at the end of the step from
+        ``state0`` (``restart``: whether that step ends with a restart)."""
 
     def interpolant(self, h: float, state0: Any, state1: Any, stages: Any):
         """Dense output on the step from ``state0`` to ``state1``: a callable of fractions theta."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -81,9 +82,52 @@ class AcceptedStep(NamedTuple):
     restart: bool = False
 
 
+class StepLog(Sequence[AcceptedStep]):
+    """The accepted steps of a recorded solve, as a sequence of ``AcceptedStep``.
+
+    Kept compactly, because MALI's memory must not grow with the number of
+    steps: start times and step sizes in two float64 arrays (16 bytes a step,
+    exact), and the covered outputs, restart flags and kept states only for the
+    steps that have them.
+    """
+
+    def __init__(self) -> None:
+        self._t = array("d")
+        self._h = array("d")
+        self._states: dict[int, Any] = {}
+        self._outputs: dict[int, tuple[tuple[int, float], ...]] = {}
+        self._restarts: set[int] = set()
+
+    def append(self, step: AcceptedStep) -> None:
+        i = len(self._t)
+        self._t.append(step.t)
+        self._h.append(step.h)
+        if step.state is not None:
+            self._states[i] = step.state
+        if step.outputs:
+            self._outputs[i] = step.outputs
+        if step.restart:
+            self._restarts.add(i)
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    def __getitem__(self, i: int) -> AcceptedStep:  # type: ignore[override]
+        if not isinstance(i, int):
+            raise TypeError(f"StepLog indices must be integers, got {type(i).__name__}")
+        i = range(len(self._t))[i]  # negative indices and the IndexError
+        return AcceptedStep(
+            self._t[i],
+            self._h[i],
+            self._states.get(i),
+            self._outputs.get(i, ()),
+            i in self._restarts,
+        )
+
+
 class Trajectory(NamedTuple):
     ys: list[torch.Tensor]
-    steps: list[AcceptedStep] | None
+    steps: StepLog | None
     final_state: Any
 
 
@@ -103,7 +147,7 @@ class CountedFunction:
 
     def __call__(self, t: float, y: torch.Tensor) -> torch.Tensor:
         self.count += 1
-        out = self.func(torch.full((), t, dtype=self._dtype, device=self._device), y)
+        out = self.func(torch.scalar_tensor(t, dtype=self._dtype, device=self._device), y)
         if not self._checked:
             self._check(out)
         return out
@@ -219,7 +263,7 @@ def integrate(
     """
     t = times[0]
     outputs = _Outputs(times, y0, 1.0 if len(times) < 2 or times[-1] > t else -1.0)
-    steps: list[AcceptedStep] | None = [] if record else None
+    steps = StepLog() if record else None
     recorder = _Recorder(steps, keep_state_every) if record else None
     state = solver.init(func, t, y0)
     if outputs.done:
@@ -241,7 +285,7 @@ def integrate(
 
 
 class _Recorder:
-    def __init__(self, steps: list[AcceptedStep], keep_state_every: int | None) -> None:
+    def __init__(self, steps: StepLog, keep_state_every: int | None) -> None:
         self.steps = steps
         self.every = keep_state_every
 

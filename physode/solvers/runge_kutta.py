@@ -46,6 +46,10 @@ class ExplicitRungeKutta:
         self._a = [nonzero(row) for row in tableau.a]
         self._b = nonzero(tableau.b)
         self._e = nonzero(tableau.b_error) if tableau.adaptive else None
+        # Floats once: the tableau's exact Fractions are slow to convert at every step.
+        self._dense = (
+            None if tableau.dense is None else [[float(x) for x in row] for row in tableau.dense]
+        )
 
     def __repr__(self) -> str:
         return f"ExplicitRungeKutta({self.name!r})"
@@ -53,7 +57,9 @@ class ExplicitRungeKutta:
     def init(self, func: StepFunction, t0: float, y0: torch.Tensor) -> RKState:
         return RKState(y0, func(t0, y0))
 
-    def step(self, func: StepFunction, t: float, h: float, state: RKState) -> StepResult:
+    def step(
+        self, func: StepFunction, t: float, h: float, state: RKState, estimate_error: bool = True
+    ) -> StepResult:
         y0, f0 = state
         ks = [f0]
         y_stage = y0
@@ -66,21 +72,29 @@ class ExplicitRungeKutta:
         else:
             y1, f1 = _combine(y0, h, self._b, ks), None
         error = None
-        if self._e is not None:
+        if self._e is not None and estimate_error:
             with torch.no_grad():
                 (j0, e0), rest = self._e[0], self._e[1:]
                 error = _combine(ks[j0] * (h * e0), h, rest, ks)
         return StepResult(RKState(y1, f1), error, ks)
 
+    def gradient_restart_after(self, state0: RKState, restart: bool) -> bool:
+        return False
+
     def complete(
-        self, func: StepFunction, t: float, state: RKState, restart: bool | None = None
+        self,
+        func: StepFunction,
+        t: float,
+        state: RKState,
+        restart: bool | None = None,
+        gradient_restart: bool = True,
     ) -> RKState:
-        # A Runge-Kutta state has nothing to restart: ``restart`` is ignored.
+        # A Runge-Kutta state has nothing to restart: the flags are ignored.
         if state.f is None:
             return RKState(state.y, func(t, state.y))
         return state
 
     def interpolant(self, h: float, state0: RKState, state1: RKState, stages):
-        if self.tableau.dense is not None:
-            return polynomial_dense(state0.y, h, stages, self.tableau.dense)
+        if self._dense is not None:
+            return polynomial_dense(state0.y, h, stages, self._dense)
         return hermite_dense(state0.y, state1.y, state0.f, state1.f, h)
