@@ -16,13 +16,11 @@ import torch
 
 from ..solvers.loop import Stats
 from .common import (
-    add_grads,
+    RunningAdjoint,
     apply_method,
     double_backward,
     recorded_forward,
-    slope_vjp,
     step_vjp,
-    zeros_for_unused,
 )
 from .options import SolveRequest
 
@@ -42,26 +40,17 @@ class _ACA(torch.autograd.Function):
             grads = double_backward(solver, func, y0, params, steps, times, grad_ys)
             run["stats"].n_f_evals_backward = func.count
             return (None, *grads)
-        a_y = torch.zeros_like(y0)
-        a_d = torch.zeros_like(y0)
-        total: list = [None] * len(params)
+        adjoint = RunningAdjoint(y0, len(params))
         end = ctx.final
         for step in reversed(steps):
-            for k, theta in step.outputs:
-                if theta == 1.0:
-                    a_y = a_y + grad_ys[k]
-            a_y, a_d, g = step_vjp(
-                solver, func, step, step.state, (a_y, a_d), grad_ys, params, end=end
-            )
-            add_grads(total, g)
+            adjoint.add_outputs_at_end(step, grad_ys)
+            step_vjp(solver, func, step, step.state, adjoint, grad_ys, params, end=end)
             end = step.state
-        a_y = a_y + grad_ys[0]
-        if steps:
-            dy, g = slope_vjp(func, times[0], y0, a_d, tuple(params))
-            a_y = a_y + dy
-            add_grads(total, g)
+        adjoint.y = adjoint.y + grad_ys[0]
+        if steps:  # the first step's f0 = f(t0, y0)
+            adjoint.pull_through_slope(func, times[0], y0, tuple(params))
         run["stats"].n_f_evals_backward = func.count
-        return (None, a_y, *zeros_for_unused(total, params))
+        return (None, adjoint.y, *adjoint.parameter_gradients(params))
 
 
 def solve(request: SolveRequest) -> tuple[torch.Tensor, Stats]:

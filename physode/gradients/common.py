@@ -76,41 +76,73 @@ def make_state(template, y: torch.Tensor, d: torch.Tensor):
     return type(template)(y, d, *template[2:])
 
 
+class RunningAdjoint:
+    """The adjoint carried backwards through the accepted steps.
+
+    ``y`` is dL/dy and ``d`` dL/dd at the current time (``d`` the state's second
+    part: the derivative for Runge-Kutta, the velocity for ALF; ``None`` stands
+    for zero), ``params`` the parameter gradients gathered so far (``None``:
+    none yet). Kept in one object and replaced as each step is pulled back, so
+    no stale copy outlives the step that needed it: MALI's memory must not grow.
+    """
+
+    def __init__(self, y0: torch.Tensor, n_params: int) -> None:
+        self.y = torch.zeros_like(y0)
+        self.d: torch.Tensor | None = torch.zeros_like(y0)
+        self.params: list = [None] * n_params
+
+    def add_outputs_at_end(self, step: AcceptedStep, grad_ys: torch.Tensor) -> None:
+        """Add dL/dy of the outputs that lie exactly at ``step``'s end."""
+        for k, theta in step.outputs:
+            if theta == 1.0:
+                self.y = self.y + grad_ys[k]
+
+    def add_params(self, grads: Sequence) -> None:
+        add_grads(self.params, grads)
+
+    def pull_through_slope(
+        self, func: CountedFunction, t: float, y: torch.Tensor, params: tuple[torch.Tensor, ...]
+    ) -> None:
+        """Pull ``d`` back through ``d = f(t, y)`` into ``y`` and the parameters (``d`` -> 0)."""
+        if self.d is None:
+            return
+        dy, grads = slope_vjp(func, t, y, self.d, params)
+        self.d = None
+        self.add_params(grads)
+        self.y = self.y + dy
+
+    def parameter_gradients(self, params: Sequence[torch.Tensor]) -> tuple:
+        return zeros_for_unused(self.params, params)
+
+
 def step_vjp(
     solver: Solver,
     func: CountedFunction,
     step: AcceptedStep,
     state0,
-    adjoint: tuple[torch.Tensor, torch.Tensor],
+    adjoint: RunningAdjoint,
     grad_ys: torch.Tensor,
     params: tuple[torch.Tensor, ...],
     end=None,
-) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-    """Re-run one accepted step from ``state0`` with a graph and pull the adjoint back through it.
+) -> None:
+    """Re-run one accepted step from ``state0`` with a graph and pull ``adjoint`` back through it.
 
     Args:
         state0: the solver state at the step's start (values only).
-        adjoint: ``(dL/dy, dL/dd)`` at the step's end, ``d`` being the state's
-            second part (the derivative for Runge-Kutta, the velocity for ALF);
-            gradients of outputs at the step's end must already be included.
+        adjoint: the adjoint at the step's end (gradients of outputs at the step's
+            end already included); replaced by the adjoint at its start, with the
+            step's parameter gradients added.
         grad_ys: dL/d(outputs), one row per output time.
         end: the solver state at the step's end (values only), if known. Where
             the step ends with a gradient restart (ALF: ``d`` differentiated as
             ``f(t1, y1)``) and no output lies inside it, the adjoint of ``d`` is
             then pulled through ``f(t1, y1)`` first, so that this evaluation's
             graph and the step's are never alive together.
-
-    Returns:
-        ``(dL/dy, dL/dd)`` at the step's start and the gradients of ``params``
-        (``None`` where a parameter is unused).
     """
     inner = [(k, th) for k, th in step.outputs if th != 1.0]
     split = end is not None and not inner and solver.gradient_restart_after(state0, step.restart)
-    restart_grads: tuple = ()
     if split:
-        a_y, a_d = adjoint
-        dy, restart_grads = slope_vjp(func, step.t + step.h, end[0], a_d, params)
-        adjoint = (a_y + dy, torch.zeros_like(a_d))
+        adjoint.pull_through_slope(func, step.t + step.h, end[0], params)
     with torch.enable_grad():
         y = state0[0].detach().requires_grad_()
         d = state0[1].detach().requires_grad_()
@@ -119,15 +151,17 @@ def step_vjp(
         end = solver.complete(
             func, step.t + step.h, result.state, restart=step.restart, gradient_restart=not split
         )
-        outs, cotangents = [end[0], end[1]], list(adjoint)
+        outs, cotangents = [end[0]], [adjoint.y]
+        if adjoint.d is not None:
+            outs.append(end[1])
+            cotangents.append(adjoint.d)
         if inner:
             dense = solver.interpolant(step.h, start, end, result.stages)
             outs.append(dense([th for _, th in inner]))
             cotangents.append(grad_ys[[k for k, _ in inner]])
         grads = torch.autograd.grad(outs, (y, d, *params), cotangents, allow_unused=True)
-    param_grads = list(grads[2:])
-    add_grads(param_grads, restart_grads)
-    return grads[0], grads[1], tuple(param_grads)
+    adjoint.y, adjoint.d = grads[0], grads[1]
+    adjoint.add_params(grads[2:])
 
 
 def slope_vjp(

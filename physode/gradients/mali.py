@@ -38,13 +38,11 @@ from ..errors import SolverError
 from ..solvers.alf import AsyncLeapfrog
 from ..solvers.loop import SolveOptions, Stats
 from .common import (
-    add_grads,
+    RunningAdjoint,
     apply_method,
     double_backward,
     recorded_forward,
-    slope_vjp,
     step_vjp,
-    zeros_for_unused,
 )
 from .options import GradientOptions, SolveRequest
 
@@ -74,35 +72,26 @@ class _MALI(torch.autograd.Function):
             stats.n_f_evals_backward = func.count
             return (None, *grads)
         state = ctx.final
-        a_z = torch.zeros_like(y0)
-        a_v = torch.zeros_like(y0)
-        total: list = [None] * len(params)
+        adjoint = RunningAdjoint(y0, len(params))
         drift = 0.0
         for step in reversed(steps):
-            for k, theta in step.outputs:
-                if theta == 1.0:
-                    a_z = a_z + grad_ys[k]
+            adjoint.add_outputs_at_end(step, grad_ys)
             with torch.no_grad():
                 start = solver.inverse(func, step.t, step.h, state)
             if step.state is not None:  # an exact checkpoint: measure, then restart from it
                 drift = max(drift, _drift(start.z, step.state.z, options))
                 start = step.state
-            a_z, a_v, g = step_vjp(
-                solver, func, step, start, (a_z, a_v), grad_ys, params, end=state
-            )
-            add_grads(total, g)
+            step_vjp(solver, func, step, start, adjoint, grad_ys, params, end=state)
             state = start
         if steps and steps[0].state is None:
             drift = max(drift, _drift(state.z, y0, options))
         stats.extra["mali_drift"] = drift
         _report_drift(drift, run["grad_options"], times[0], len(steps))
-        a_z = a_z + grad_ys[0]
-        if steps:
-            dz, g = slope_vjp(func, times[0], y0, a_v, tuple(params))
-            a_z = a_z + dz
-            add_grads(total, g)
+        adjoint.y = adjoint.y + grad_ys[0]
+        if steps:  # v0 = f(t0, z0)
+            adjoint.pull_through_slope(func, times[0], y0, tuple(params))
         stats.n_f_evals_backward = func.count
-        return (None, a_z, *zeros_for_unused(total, params))
+        return (None, adjoint.y, *adjoint.parameter_gradients(params))
 
 
 def _report_drift(drift: float, grad_options: GradientOptions, t0: float, n: int) -> None:
