@@ -460,6 +460,7 @@ class Cell:
     evals: tuple[int, int] | None = None
     drift: float | None = None
     failure: str | None = None
+    samples: list[float] = field(default_factory=list)  # one time per interleaved round
 
     def text(self) -> tuple[str, str]:
         if self.failure is not None:
@@ -876,6 +877,7 @@ class TimeRow:
     evals: tuple[int, int] | None = None
     drift: float | None = None
     failure: str | None = None
+    samples: list[float] = field(default_factory=list)  # one time per interleaved round
 
 
 def time_problem(
@@ -910,6 +912,7 @@ def time_problem(
     times = time_interleaved(calls, repeats)
     for label, samples in times.items():
         rows[label].seconds, rows[label].repeats = statistics.median(samples), str(repeats)
+        rows[label].samples = samples
     return list(rows.values())
 
 
@@ -954,18 +957,20 @@ def ratio_table(rows: list[TimeRow], outputs: dict[str, int]) -> str:
                 return r
         return None
 
-    def seconds(problem: str, lib: str, kind: str) -> float | None:
-        r = row(problem, lib, kind)
-        return None if r is None else r.seconds
-
-    def ratio(a: float | None, b: float | None) -> str:
-        return "n/a" if a is None or b is None else f"{a / b:.2f}"
+    def ratio(a: TimeRow | None, b: TimeRow | None) -> str:
+        """The median of the per-round ratios (both methods timed in the same round, so
+        the machine's drifts in speed cancel) and their range; else the medians' ratio."""
+        if a is None or b is None or a.seconds is None or b.seconds is None:
+            return "n/a"
+        if len(a.samples) >= 3 and len(a.samples) == len(b.samples):
+            per_round = [x / y for x, y in zip(a.samples, b.samples, strict=True)]
+            return f"{statistics.median(per_round):.2f} ({min(per_round):.2f}-{max(per_round):.2f})"
+        return f"{a.seconds / b.seconds:.2f}"
 
     header = ["problem", "ACA / tdq odeint_adjoint", "ACA / tdq odeint", "MALI / ACA"]
     header.append("ACA fwd evals per output interval")
     body = []
     for problem in dict.fromkeys(r.problem for r in rows):
-        aca = seconds(problem, "physode", "aca")
         aca_row = row(problem, "physode", "aca")
         per_interval = (
             f"{aca_row.evals[0] / (outputs[problem] - 1):.1f}"
@@ -975,9 +980,9 @@ def ratio_table(rows: list[TimeRow], outputs: dict[str, int]) -> str:
         body.append(
             [
                 problem,
-                ratio(aca, seconds(problem, "torchdiffeq", "adjoint")),
-                ratio(aca, seconds(problem, "torchdiffeq", "direct")),
-                ratio(seconds(problem, "physode", "mali"), aca),
+                ratio(aca_row, row(problem, "torchdiffeq", "adjoint")),
+                ratio(aca_row, row(problem, "torchdiffeq", "direct")),
+                ratio(row(problem, "physode", "mali"), aca_row),
                 per_interval,
             ]
         )
@@ -1014,14 +1019,17 @@ def run_time(quick: bool, b256: bool) -> None:
     fvjp: dict[str, float] = {}
     # Three interleaved repeats at least (unless a round takes over a minute): one
     # run per cell is at the mercy of whatever else the machine is doing.
-    budget, lo, hi = (3.0, 0, 3) if quick else (20.0, 3, 5)
+    budget, lo, hi = (3.0, 0, 3) if quick else (40.0, 3, 7)
     for p in problems:
         before = f_vjp_time(p)
         rows += time_problem(p, methods, budget, lo, hi)
         fvjp[p.name] = min(before, f_vjp_time(p))  # two medians; the min is the least disturbed
     print(time_table(rows, fvjp))
     print()
-    print("Time ratios (physode aca, physode mali vs the named method):")
+    print(
+        "Time ratios (physode aca, physode mali vs the named method): the median of the "
+        "ratios within each interleaved round, and their range over the rounds."
+    )
     print()
     print(ratio_table(rows, {p.name: len(p.t) for p in problems}), flush=True)
 

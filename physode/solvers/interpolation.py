@@ -8,6 +8,7 @@ re-run step, so it must depend on nothing but that step's data.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -37,9 +38,11 @@ class LinearDense:
 
     def __call__(self, thetas: Sequence[float]) -> torch.Tensor:
         """States at the fractions ``thetas`` of the step, shape ``(len(thetas), *S)``."""
-        w = _weights_tensor([self.weights(th) for th in thetas], self.y0)
-        stacked = torch.stack(list(self.vectors))  # (M, *S)
-        return self.y0 + torch.tensordot(w, stacked, dims=1)
+        w = _weights_tensor([self.weights(th) for th in thetas], self.y0)  # (T, M)
+        stacked = torch.stack(list(self.vectors)).reshape(len(self.vectors), -1)  # (M, N)
+        # One fused op: y0 + w @ v, with y0 broadcast over the T rows.
+        out = torch.addmm(self.y0.reshape(1, -1), w, stacked)
+        return out.reshape(len(thetas), *self.y0.shape)
 
 
 def polynomial_dense(
@@ -49,14 +52,14 @@ def polynomial_dense(
 
     ``coefficients[i][p]`` multiplies ``theta ** (p + 1)`` in ``b_i(theta)``.
     """
-    rows = [[float(x) for x in row] for row in coefficients]
-    kept = [i for i, row in enumerate(rows) if any(row)]
+    kept = [(i, [float(x) for x in row]) for i, row in enumerate(coefficients) if any(row)]
+    degree = len(coefficients[0])
 
     def weights(theta: float) -> list[float]:
-        powers = [theta ** (p + 1) for p in range(len(rows[0]))]
-        return [h * sum(c * q for c, q in zip(rows[i], powers, strict=True)) for i in kept]
+        powers = [h * theta ** (p + 1) for p in range(degree)]
+        return [sum(map(operator.mul, row, powers)) for _, row in kept]
 
-    return LinearDense(y0, [stages[i] for i in kept], weights)
+    return LinearDense(y0, [stages[i] for i, _ in kept], weights)
 
 
 def hermite_dense(
