@@ -264,12 +264,7 @@ def mali_variants() -> list[Method]:
         physode_method(
             "physode mali (alf, restart 100)", "mali", method=AsyncLeapfrog(restart_every=100)
         ),
-        physode_method(
-            "physode mali (plain alf), checkpoint 20",
-            "mali",
-            method=PLAIN_ALF,
-            mali_checkpoint_every=20,
-        ),
+        physode_method("physode mali (alf), checkpoint 200", "mali", mali_checkpoint_every=200),
         physode_method("physode mali (alf eta=0.9)", "mali", method=AsyncLeapfrog(eta=0.9)),
         physode_method("physode direct (alf) [the same steps]", "direct", method="alf"),
     ]
