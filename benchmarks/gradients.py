@@ -9,7 +9,7 @@ its memory-efficient modes return only the end state).
 Run from the repository root::
 
     pip install --no-deps torchdiffeq==0.2.5 torchdiffeqpack==1.0.1   # optional rows
-    python benchmarks/gradients.py                # tables a, b, c: ~6 minutes on 2 cores
+    python benchmarks/gradients.py                # tables a, b, c: ~12 minutes on 2 cores
     python benchmarks/gradients.py --quick        # fewer tolerances, step counts: ~2 minutes
     python benchmarks/gradients.py --tables a,c
     python benchmarks/gradients.py --tables c --b256   # adds three-body batch 256: ~7 more
@@ -28,9 +28,11 @@ b. Memory: peak RSS growth of one forward+backward against the number of fixed s
    peak over into the child across exec). The workers run with glibc's
    MALLOC_MMAP_THRESHOLD_=65536, so RSS counts live tensors, not heap fragmentation.
 c. Time: median wall time of forward+backward on an MLP ODE and on the three-body
-   problem (gradient w.r.t. the masses), with evals and the overhead
-   time / (evals x time of one f plus its VJP). Batch 256 of the three-body problem
-   (a close encounter in one member: ~46 000 evaluations) only with ``--b256``.
+   problem (gradient w.r.t. the masses: in the anchors' configuration, on the fitting
+   window [0, 1], and on [0, 2] at tighter tolerances), with evals and the overhead
+   time / (evals x time of one f plus its VJP), that unit being timed in every
+   interleaved round beside the methods. Batch 256 of the three-body problem (a close
+   encounter in one member: ~46 000 evaluations) only with ``--b256``.
 
 The memory table uses float32 by default (``--memory-dtype float64`` for double; the
 float64 matmuls of this MLP are several times slower on CPU). Step caps bound the run
@@ -455,7 +457,6 @@ class Cell:
     evals: tuple[int, int] | None = None
     drift: float | None = None
     failure: str | None = None
-    samples: list[float] = field(default_factory=list)  # one time per interleaved round
 
     def text(self) -> tuple[str, str]:
         if self.failure is not None:
@@ -882,6 +883,11 @@ class TimeRow:
     drift: float | None = None
     failure: str | None = None
     samples: list[float] = field(default_factory=list)  # one time per interleaved round
+    units: list[float] = field(default_factory=list)  # the f+VJP unit in each round
+
+
+#: The f+VJP unit's turn in each interleaved round (not a method).
+UNIT_LABEL = "f+VJP unit"
 
 
 def time_problem(
@@ -913,23 +919,36 @@ def time_problem(
     calls = {
         label: (lambda m=rows[label].method: forward_backward(m, p, count=False)) for label in warm
     }
+    # The f+VJP unit takes its turn in every round too, so that each round's times are
+    # set against a unit measured under the same conditions (the machine's speed drifts).
+    units: list[float] = []
+    calls[UNIT_LABEL] = lambda: units.append(f_vjp_time(p, min_total_s=0.05))
     times = time_interleaved(calls, repeats)
+    del times[UNIT_LABEL]
     for label, samples in times.items():
         rows[label].seconds, rows[label].repeats = statistics.median(samples), str(repeats)
         rows[label].samples = samples
+        rows[label].units = units
     return list(rows.values())
 
 
 def time_table(rows: list[TimeRow], fvjp: dict[str, float]) -> str:
-    header = ["problem", "method", "ms", "runs", "evals fwd+bwd", "f+VJP µs", "overhead", "note"]
+    header = ["problem", "method", "ms", "runs", "evals fwd+bwd", "f+VJP µs", "overhead"]
+    header += ["quiet f+VJP µs", "overhead vs quiet", "note"]
     body = []
     for r in rows:
         if r.failure is not None:
-            body.append([r.problem, r.method.label, "", "", "", "", "", r.failure])
+            body.append([r.problem, r.method.label, *[""] * 7, r.failure])
             continue
         fwd, bwd = r.evals
-        unit = fvjp[r.problem]
-        overhead = r.seconds / ((fwd + bwd) * unit) if fwd + bwd else float("nan")
+        evals = fwd + bwd
+        quiet = fvjp[r.problem]
+        in_rounds = rounds = ""
+        if r.units and evals:
+            in_rounds = f"{statistics.median(r.units) * 1e6:.1f}"
+            per_round = [x / (evals * u) for x, u in zip(r.samples, r.units, strict=True)]
+            rounds = f"{statistics.median(per_round):.2f}"
+        vs_quiet = f"{r.seconds / (evals * quiet):.2f}" if evals else ""
         note = f"mali drift {r.drift:.2g}" if r.drift is not None else ""
         body.append(
             [
@@ -938,8 +957,10 @@ def time_table(rows: list[TimeRow], fvjp: dict[str, float]) -> str:
                 f"{r.seconds * 1e3:.1f}",
                 r.repeats,
                 f"{fwd}+{bwd}",
-                f"{unit * 1e6:.1f}",
-                f"{overhead:.2f}",
+                in_rounds,
+                rounds,
+                f"{quiet * 1e6:.1f}",
+                vs_quiet,
                 note,
             ]
         )
@@ -1007,10 +1028,13 @@ def run_time(quick: bool, b256: bool) -> None:
         "run only (too slow to repeat within the budget)."
     )
     print(
-        "overhead = ms / ((fwd + bwd evals) x f+VJP), f+VJP = median time of one f plus "
-        "its VJP w.r.t. state and parameters, the smaller of two medians taken before and "
-        "after the problem's runs. A forward eval without VJP costs less, so 1 is not a "
-        "floor for methods that evaluate f without a graph."
+        "overhead = the median over rounds of time / ((fwd + bwd evals) x f+VJP), f+VJP = "
+        "median time of one f plus its VJP w.r.t. state and parameters, measured in each "
+        "interleaved round in turn with the methods (the f+VJP column: its median). "
+        "'overhead vs quiet' sets the median time against a quiet f+VJP instead: the smaller "
+        "of two medians taken in a tight loop before and after the problem's runs (a best "
+        "case the methods' runs do not see). A forward eval without VJP costs less, so 1 is "
+        "not a floor for methods that evaluate f without a graph."
     )
     if not b256:
         print(

@@ -148,19 +148,20 @@ def step_vjp(
         d = state0[1].detach().requires_grad_()
         start = make_state(state0, y, d)
         result = solver.step(func, step.t, step.h, start, estimate_error=False)
-        end = solver.complete(
+        rerun_end = solver.complete(
             func, step.t + step.h, result.state, restart=step.restart, gradient_restart=not split
         )
-        outs, cotangents = [end[0]], [adjoint.y]
+        outs, cotangents = [rerun_end[0]], [adjoint.y]
         if adjoint.d is not None:
-            outs.append(end[1])
+            outs.append(rerun_end[1])
             cotangents.append(adjoint.d)
         if inner:
-            dense = solver.interpolant(step.h, start, end, result.stages)
+            dense = solver.interpolant(step.h, start, rerun_end, result.stages)
             outs.append(dense([th for _, th in inner]))
             cotangents.append(grad_ys[[k for k, _ in inner]])
         grads = torch.autograd.grad(outs, (y, d, *params), cotangents, allow_unused=True)
-    adjoint.y, adjoint.d = grads[0], grads[1]
+    adjoint.y = torch.zeros_like(y) if grads[0] is None else grads[0]
+    adjoint.d = grads[1]
     adjoint.add_params(grads[2:])
 
 
