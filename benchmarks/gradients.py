@@ -992,8 +992,14 @@ def ratio_table(rows: list[TimeRow], outputs: dict[str, int]) -> str:
             return f"{statistics.median(per_round):.2f} ({min(per_round):.2f}-{max(per_round):.2f})"
         return f"{a.seconds / b.seconds:.2f}"
 
+    def per_evaluation(a: TimeRow | None, b: TimeRow | None) -> str:
+        """Time per forward+backward evaluation of ``a`` over that of ``b`` (medians)."""
+        if a is None or b is None or a.seconds is None or b.seconds is None:
+            return "n/a"
+        return f"{(a.seconds / sum(a.evals)) / (b.seconds / sum(b.evals)):.2f}"
+
     header = ["problem", "ACA / tdq odeint_adjoint", "ACA / tdq odeint", "MALI / ACA"]
-    header.append("ACA fwd evals per output interval")
+    header += ["MALI / ACA per evaluation", "ACA fwd evals per output interval"]
     body = []
     for problem in dict.fromkeys(r.problem for r in rows):
         aca_row = row(problem, "physode", "aca")
@@ -1008,6 +1014,7 @@ def ratio_table(rows: list[TimeRow], outputs: dict[str, int]) -> str:
                 ratio(aca_row, row(problem, "torchdiffeq", "adjoint")),
                 ratio(aca_row, row(problem, "torchdiffeq", "direct")),
                 ratio(row(problem, "physode", "mali"), aca_row),
+                per_evaluation(row(problem, "physode", "mali"), aca_row),
                 per_interval,
             ]
         )
