@@ -645,6 +645,22 @@ def measure_memory(label: str, n: int, dtype: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+#: Growths under this many MiB are measured in three fresh processes (the median is
+#: kept): RSS moves by a few tenths of a MiB from run to run (small allocations, which
+#: stay on glibc's heap), which matters only where the growth itself is that small.
+SMALL_GROWTH_MIB = 64.0
+
+
+def measure_memory_median(label: str, n: int, dtype: str) -> dict:
+    first = measure_memory(label, n, dtype)
+    if "mib" not in first or first["mib"] >= SMALL_GROWTH_MIB:
+        return first
+    runs = [first] + [measure_memory(label, n, dtype) for _ in range(2)]
+    runs = [r for r in runs if "mib" in r]
+    runs.sort(key=lambda r: r["mib"])
+    return runs[len(runs) // 2]
+
+
 def available_mib() -> float:
     try:
         with open("/proc/meminfo") as fh:
@@ -689,7 +705,11 @@ def run_memory(steps: list[int], dtype: str) -> None:
         "tensors of a state's size) is mapped on its own and returned when freed, so RSS "
         "counts live tensors rather than heap fragmentation (times are 2-3x slower)."
     )
-    print("mali drift: in units of the default rtol/atol (1e-6/1e-8).")
+    print(
+        f"Growths under {SMALL_GROWTH_MIB:.0f} MiB: the median of three fresh processes (RSS "
+        "still moves by a few tenths of a MiB: small allocations stay on the heap). "
+        "mali drift: in units of the default rtol/atol (1e-6/1e-8)."
+    )
     print(flush=True)
     header = ["method", *(f"n={n}" for n in steps)]
     header += [f"Δ {steps[0]}→{steps[-1]} MiB", "Δ %", "MiB/step", "states/step"]
@@ -705,7 +725,7 @@ def run_memory(steps: list[int], dtype: str) -> None:
                 results[n] = {"failure": f"skipped (~{projected:.0f} GiB)"}
                 continue
             progress(f"  b: {label}, n={n}")
-            results[n] = measure_memory(label, n, dtype)
+            results[n] = measure_memory_median(label, n, dtype)
         body.append(memory_row(label, steps, results, state_mib))
     print(markdown_table(header, body), flush=True)
 
