@@ -24,7 +24,11 @@ from .options import SolveRequest
 
 
 class _Augmented:
-    """The reverse-time augmented dynamics on one flat vector ``[y, a, g]``."""
+    """The reverse-time augmented dynamics on one flat vector ``[y, a, g]``.
+
+    Called by the solvers with a float time, like a ``CountedFunction``; the
+    evaluations of the user's function are counted by ``func``.
+    """
 
     def __init__(self, func: CountedFunction, shape: torch.Size, params) -> None:
         self.func = func
@@ -38,13 +42,14 @@ class _Augmented:
         with torch.enable_grad():
             y = y.detach().requires_grad_()
             f = self.func(t, y)
-            vjps = torch.autograd.grad(f, (y, *self.params), a, allow_unused=True)
-        parts = [f.detach().reshape(-1), -vjps[0].reshape(-1)]
+            # da/dt = -a df/dy and dg/dt = -a df/dtheta: one VJP with -a.
+            vjps = torch.autograd.grad(f, (y, *self.params), -a, allow_unused=True)
+        parts = [f.detach().reshape(-1), vjps[0].reshape(-1)]
         for g, p in zip(vjps[1:], self.params, strict=True):
             parts.append(
                 torch.zeros(p.numel(), dtype=s.dtype, device=s.device)
                 if g is None
-                else -g.reshape(-1).to(s.dtype)
+                else g.reshape(-1).to(s.dtype)
             )
         return torch.cat(parts)
 
@@ -55,7 +60,7 @@ class _Adjoint(torch.autograd.Function):
         trajectory = integrate(
             run["solver"], run["func"], y0, run["times"], run["options"], run["stats"]
         )
-        ys = torch.stack(trajectory.ys)
+        ys = trajectory.ys
         ctx.run = run
         ctx.save_for_backward(ys, *params)
         return ys
@@ -78,11 +83,10 @@ class _Adjoint(torch.autograd.Function):
         a = grad_ys[-1].reshape(-1)
         for k in range(len(times) - 1, 0, -1):
             s = torch.cat([ys[k].reshape(-1), a, g])
-            back = CountedFunction(augmented, s)
             try:
                 traj = integrate(
                     run["solver"],
-                    back,
+                    augmented,
                     s,
                     [times[k], times[k - 1]],
                     run["adjoint_options"],

@@ -23,4 +23,4 @@ def solve(request: SolveRequest) -> tuple[torch.Tensor, Stats]:
         trajectory = integrate(r.solver, counted, r.y0, r.times, r.options, stats)
     finally:
         stats.n_f_evals = counted.count
-    return torch.stack(trajectory.ys), stats
+    return trajectory.ys, stats

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ..errors import SolverError
-from .base import Solver
+from .base import Solver, StepFunction
 from .controller import PIController, error_ratio, initial_step
 
 DEFAULT_MAX_STEPS = 100_000
@@ -126,7 +126,7 @@ class StepLog(Sequence[AcceptedStep]):
 
 
 class Trajectory(NamedTuple):
-    ys: list[torch.Tensor]
+    ys: torch.Tensor  # (len(times), *y0.shape)
     steps: StepLog | None
     final_state: Any
 
@@ -191,13 +191,24 @@ def _hint(solver: Solver) -> str:
 
 
 class _Outputs:
-    """Fills the output times that an accepted step covers."""
+    """Fills the output times that an accepted step covers.
+
+    The states are kept as one block per step (the step's dense output, and its
+    end state where an output lies there), in the order of the times, and
+    joined once at the end: with a graph that is a few nodes a step, not one
+    per output time.
+    """
 
     def __init__(self, times: list[float], y0: torch.Tensor, direction: float) -> None:
         self.times = times
         self.direction = direction
-        self.ys: list[torch.Tensor | None] = [y0] + [None] * (len(times) - 1)
+        self.blocks: list[torch.Tensor] = [y0.unsqueeze(0)]
         self.next = 1
+
+    @property
+    def ys(self) -> torch.Tensor:
+        """The states at every output time filled so far, ``(n, *y0.shape)``."""
+        return self.blocks[0] if len(self.blocks) == 1 else torch.cat(self.blocks)
 
     @property
     def done(self) -> bool:
@@ -217,14 +228,13 @@ class _Outputs:
         return tuple(found)
 
     def fill(self, covered, y1: torch.Tensor, dense: Callable) -> None:
-        inner = [(k, th) for k, th in covered if th != 1.0]
+        # Inside the step (theta < 1) come first, then any output at its end.
+        inner = [th for _, th in covered if th != 1.0]
         if inner:
-            values = dense([th for _, th in inner])
-            for i, (k, _) in enumerate(inner):
-                self.ys[k] = values[i]
-        for k, th in covered:
-            if th == 1.0:
-                self.ys[k] = y1
+            self.blocks.append(dense(inner))
+        at_end = len(covered) - len(inner)
+        if at_end:
+            self.blocks.append(y1.unsqueeze(0).expand(at_end, *y1.shape))
 
 
 def _check_finite(y: torch.Tensor, t: float, h: float, n: int) -> None:
@@ -234,7 +244,7 @@ def _check_finite(y: torch.Tensor, t: float, h: float, n: int) -> None:
 
 def integrate(
     solver: Solver,
-    func: CountedFunction,
+    func: StepFunction,
     y0: torch.Tensor,
     times: list[float],
     options: SolveOptions,
@@ -246,7 +256,7 @@ def integrate(
 
     Args:
         solver: the one-step method.
-        func: the counted right-hand side.
+        func: the right-hand side, called with a float time (usually a ``CountedFunction``).
         y0: the initial state, any shape ``S``.
         times: strictly monotonic output times (float64), ``times[0]`` the start.
         options: tolerances and step-size settings.
