@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..solvers.base import Solver
-from ..solvers.loop import AcceptedStep, CountedFunction
+from ..solvers.loop import AcceptedStep, CountedFunction, OutputBlocks
 from .options import SolveRequest
 
 
@@ -199,28 +199,23 @@ def replay(
     y0: torch.Tensor,
     t0: float,
     steps: Sequence[AcceptedStep],
-    n_outputs: int,
 ) -> torch.Tensor:
     """Re-run the accepted steps from ``y0`` with a graph (step sizes held fixed).
 
     Used for double backward: the result is differentiable in ``y0`` and the
-    parameters to any order. Returns ``(n_outputs, *y0.shape)``.
+    parameters to any order. Returns ``(n, *y0.shape)``: y0, then one row per later
+    output time.
     """
-    ys: list = [y0] + [None] * (n_outputs - 1)
+    outputs = OutputBlocks(y0)
     state = solver.init(func, t0, y0)
     for step in steps:
         result = solver.step(func, step.t, step.h, state, estimate_error=False)
         end = solver.complete(func, step.t + step.h, result.state, restart=step.restart)
-        inner = [(k, th) for k, th in step.outputs if th != 1.0]
-        if inner:
-            values = solver.interpolant(step.h, state, end, result.stages)([th for _, th in inner])
-            for i, (k, _) in enumerate(inner):
-                ys[k] = values[i]
-        for k, th in step.outputs:
-            if th == 1.0:
-                ys[k] = end[0]
+        if step.outputs:
+            dense = solver.interpolant(step.h, state, end, result.stages)
+            outputs.fill(step.outputs, end[0], dense)
         state = end
-    return torch.stack(ys)
+    return outputs.ys
 
 
 def double_backward(
@@ -239,7 +234,7 @@ def double_backward(
     gradients of ``y0`` and of each parameter (``None`` where not needed).
     """
     with torch.enable_grad():
-        ys = replay(solver, func, y0, times[0], steps, len(times))
+        ys = replay(solver, func, y0, times[0], steps)
         inputs = [x for x in (y0, *params) if x.requires_grad]
         found = iter(torch.autograd.grad(ys, inputs, grad_ys, create_graph=True, allow_unused=True))
     grads = [next(found) if x.requires_grad else None for x in (y0, *params)]

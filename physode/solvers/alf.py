@@ -256,9 +256,7 @@ class AsyncLeapfrog:
                 watch = watch._replace(difference=None)
             return ALFState(state.z, func(t, state.z), step, state.v, watch)
         v = state.v
-        every = self.gradient_restart_every
-        due = gradient_restart and every is not None and step % every == 0
-        if due and v.requires_grad:
+        if gradient_restart and v.requires_grad and self.gradient_restart_after(state, False):
             slope = func(t, state.z)
             v = slope + (v - slope).detach()
         return ALFState(state.z, v, step, None, watch)

@@ -190,25 +190,42 @@ def _hint(solver: Solver) -> str:
     return _HINT_STIFF + (f". {extra}" if extra else "")
 
 
-class _Outputs:
-    """Fills the output times that an accepted step covers.
+class OutputBlocks:
+    """The states at the output times, gathered step by step.
 
-    The states are kept as one block per step (the step's dense output, and its
-    end state where an output lies there), in the order of the times, and
-    joined once at the end: with a graph that is a few nodes a step, not one
-    per output time.
+    Kept as one block per step (the step's dense output, and its end state where
+    an output lies there), in the order of the times, and joined once at the
+    end: with a graph that is a few nodes a step, not one per output time.
     """
 
-    def __init__(self, times: list[float], y0: torch.Tensor, direction: float) -> None:
-        self.times = times
-        self.direction = direction
+    def __init__(self, y0: torch.Tensor) -> None:
         self.blocks: list[torch.Tensor] = [y0.unsqueeze(0)]
-        self.next = 1
 
     @property
     def ys(self) -> torch.Tensor:
         """The states at every output time filled so far, ``(n, *y0.shape)``."""
         return self.blocks[0] if len(self.blocks) == 1 else torch.cat(self.blocks)
+
+    def fill(self, covered, y1: torch.Tensor, dense: Callable) -> None:
+        """Add the outputs ``covered`` (``(k, theta)`` pairs) of a step ending at ``y1``;
+        ``dense`` maps fractions of the step to states."""
+        # Inside the step (theta < 1) come first, then any output at its end.
+        inner = [th for _, th in covered if th != 1.0]
+        if inner:
+            self.blocks.append(dense(inner))
+        at_end = len(covered) - len(inner)
+        if at_end:
+            self.blocks.append(y1.unsqueeze(0).expand(at_end, *y1.shape))
+
+
+class _Outputs(OutputBlocks):
+    """Finds the output times that an accepted step covers and fills them."""
+
+    def __init__(self, times: list[float], y0: torch.Tensor, direction: float) -> None:
+        super().__init__(y0)
+        self.times = times
+        self.direction = direction
+        self.next = 1
 
     @property
     def done(self) -> bool:
@@ -226,15 +243,6 @@ class _Outputs:
             found.append((self.next, 1.0 if abs(tk - t1) <= slack else (tk - t) / h))
             self.next += 1
         return tuple(found)
-
-    def fill(self, covered, y1: torch.Tensor, dense: Callable) -> None:
-        # Inside the step (theta < 1) come first, then any output at its end.
-        inner = [th for _, th in covered if th != 1.0]
-        if inner:
-            self.blocks.append(dense(inner))
-        at_end = len(covered) - len(inner)
-        if at_end:
-            self.blocks.append(y1.unsqueeze(0).expand(at_end, *y1.shape))
 
 
 def _check_finite(y: torch.Tensor, t: float, h: float, n: int) -> None:
