@@ -63,7 +63,7 @@ from physode.datasets import read_trajectories, simulate
 from physode.errors import SolverError
 from physode.models import NBodyGravity
 from physode.training import config_from_dict, config_to_dict, load_config
-from physode.training.fit import fit
+from physode.training.runner import fit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "examples" / "threebody.yaml"
@@ -156,8 +156,7 @@ def check_data(path: Path, fit_window: tuple[float, float]) -> None:
 def rescore(path: Path, config, masses: list[float], **solver) -> float:
     """The paper's score of the learned ``masses``, from a fresh solve over the file's times."""
     data = read_trajectories(path)
-    p = config.model.physics
-    model = NBodyGravity(p.n_bodies, dim=p.dim, G=p.G, masses=masses, softening=p.softening)
+    model = NBodyGravity(**{**config.model.physics.arguments, "masses": masses})
     model = model.double()
     state = torch.as_tensor(np.asarray(data.state[0]), dtype=torch.float64)
     t = torch.as_tensor(np.asarray(data.time), dtype=torch.float64)
@@ -195,7 +194,7 @@ def run_one(base: dict, method: str, seed: int, args, out: Path, data_path: Path
     d["model"] = {**base["model"], "physics": dict(base["model"]["physics"])}
     physics = d["model"]["physics"]
     masses0 = initial_masses(seed, physics["n_bodies"])
-    physics["masses"] = {"init": masses0, "learn": True}
+    physics["masses"], physics["learn_masses"] = masses0, True
     rtol, atol = (args.mali_rtol, args.mali_atol) if method == "mali" else (args.rtol, args.atol)
     d["solver"] = {
         **base["solver"],
@@ -228,7 +227,7 @@ def run_one(base: dict, method: str, seed: int, args, out: Path, data_path: Path
             traceback.print_exc()
         return run
     run.wall = time.perf_counter() - tic
-    s = result.summary
+    s = result.metrics
     run.score = s["position_score"]
     run.seconds = s["seconds"]
     run.masses = list(s["parameters"]["masses"])

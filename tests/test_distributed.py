@@ -100,7 +100,7 @@ data:
   simulate_options: {{n_times: 61, n_trajectories: 5, seed: 3}}
   fit_window: [0.0, 0.3]
 model:
-  physics: {{name: nbody, n_bodies: 3, dim: 3, G: 1.451368633, masses: {{init: [1.0, 1.0, 1.0]}}}}
+  physics: {{name: nbody, n_bodies: 3, dim: 3, G: 1.451368633, masses: [1.0, 1.0, 1.0]}}
   neural: {{hidden: [8], activation: tanh}}
 solver: {{method: rk4, grad: {grad}, step_size: 0.005}}
 train: {{epochs: 3, optimizer: adam, lr: 0.02, seed: 0, batch_size: 4}}
@@ -115,7 +115,7 @@ def _write_config(folder: Path, grad: str = "aca") -> Path:
 
 def _fit_worker(rank: int, init: str, config: str, run: str, out: str, resume: bool) -> None:
     from physode.training import load_config
-    from physode.training.fit import FitError, fit
+    from physode.training.runner import FitError, fit
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
@@ -136,7 +136,7 @@ def _spawn_fit(tmp_path: Path, config: Path, run: Path, resume: bool = False) ->
 
 def test_two_process_fit_ends_where_one_process_ends(tmp_path):
     from physode.training import load_config
-    from physode.training.fit import fit
+    from physode.training.runner import fit
 
     config = _write_config(tmp_path)
     single = fit(load_config(config), tmp_path / "one", stream=None)
@@ -151,8 +151,8 @@ def test_two_process_fit_ends_where_one_process_ends(tmp_path):
     assert params["masses"] != [1.0, 1.0, 1.0]  # it did train
     one = torch.load(tmp_path / "one" / "checkpoints" / "last.pt", weights_only=True)
     two = torch.load(tmp_path / "two" / "checkpoints" / "last.pt", weights_only=True)
-    for name, value in one["system"].items():
-        torch.testing.assert_close(two["system"][name], value, rtol=1e-10, atol=1e-13)
+    for name, value in one["model"].items():
+        torch.testing.assert_close(two["model"][name], value, rtol=1e-10, atol=1e-13)
     # Rank 0 alone wrote the run directory, and the epochs' rows are the global ones.
     rows = (tmp_path / "two" / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3
@@ -161,7 +161,7 @@ def test_two_process_fit_ends_where_one_process_ends(tmp_path):
 
 def test_two_process_resume_ends_where_one_uninterrupted_process_ends(tmp_path):
     from physode.training import load_config
-    from physode.training.fit import fit
+    from physode.training.runner import fit
 
     config = _write_config(tmp_path)
     single = fit(load_config(config), tmp_path / "one", stream=None)

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from physode.cli.main import main
 from physode.datasets import Trajectories, write_trajectories
 from physode.training import load_config
-from physode.training.sequence import restore_sequence, score
+from physode.training.evaluate import restore_run
+from physode.training.sequence import score
 
 # Sinusoids with random phases and frequencies, on the hopper's time grid: a
 # stand-in for the hopper data that needs no MuJoCo.
@@ -107,9 +108,10 @@ def test_checkpoints_load_with_weights_only_and_restore(fitted):
     run, _ = fitted
     for name in ("last.pt", "best.pt"):
         ckpt = torch.load(run / "checkpoints" / name, weights_only=True)
-        assert {"epoch", "model", "optimizer", "normalization", "best_mse"} <= set(ckpt)
+        assert {"epoch", "model", "optimizer", "normalization", "best"} <= set(ckpt)
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 6
-    model, data = restore_sequence(run)
+    task, model = restore_run(run)
+    data = task.data
     # The test score of metrics.json is reproducible from the checkpoint.
     again = score(model, data.datasets(load_config(run / "config.yaml"))["test"])
     assert again == pytest.approx(json.loads((run / "metrics.json").read_text())["test_mse"])
@@ -180,7 +182,10 @@ def test_baselines_and_extrapolation(folder, overrides, key):
     [
         ("model.latent.latnt_dim=3", "unknown key 'model.latent.latnt_dim' (did you mean"),
         ("model.latent.kind=lstm", "model.latent.kind: unknown value 'lstm'"),
-        ("model.physics={name: nbody}", "model.latent: a sequence model is fitted on its own"),
+        (
+            "model.physics={name: nbody, n_bodies: 3}",
+            "model.latent: a sequence model is fitted on its own",
+        ),
         ("task.observed_fraction=1.5", "task.observed_fraction: must be <= 1"),
         ("task.name=forecast", "task.name: unknown value 'forecast'"),
         ("train.loss=mae", "train.loss: a sequence model is trained on its likelihood"),
@@ -236,7 +241,7 @@ def test_the_hopper_examples_parse(name):
 
 
 def test_several_processes_are_refused(folder, tmp_path, monkeypatch):
-    from physode.training.fit import FitError, fit
+    from physode.training.runner import FitError, fit
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(FitError, match="a sequence model trains in one process"):

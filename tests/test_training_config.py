@@ -38,7 +38,8 @@ model:
     dim: 3
     G: 1.45136
     softening: 0.0
-    masses: {init: [1.0, 1.0, 1.0], learn: true}
+    masses: [1.0, 1.0, 1.0]
+    learn_masses: true
   neural: null                # or {hidden: [64, 64], activation: tanh, penalty: 0.0}
 solver: {method: dopri5, grad: aca, rtol: 1.0e-7, atol: 1.0e-8, step_size: null, max_steps: null}
 train: {epochs: 100, lr: 0.05, seed: 0, dtype: float64, device: auto, optimizer: adam,
@@ -52,7 +53,7 @@ data:
   path: data.h5
   fit_window: [0, 1]
 model:
-  physics: {name: nbody}
+  physics: {name: nbody, n_bodies: 3}
 """
 
 
@@ -78,9 +79,15 @@ def test_example_parses(tmp_path):
     assert config.data.simulate == "threebody"
     assert config.data.fit_window == (0.0, 1.0)
     physics = config.model.physics
-    assert (physics.name, physics.n_bodies, physics.dim, physics.G) == ("nbody", 3, 3, 1.45136)
-    assert physics.masses.init == [1.0, 1.0, 1.0]
-    assert physics.masses.learn is True
+    assert physics.name == "nbody"
+    assert physics.arguments == {
+        "n_bodies": 3,
+        "dim": 3,
+        "G": 1.45136,
+        "softening": 0.0,
+        "masses": [1.0, 1.0, 1.0],
+        "learn_masses": True,
+    }
     assert config.model.neural is None
     assert (config.solver.method, config.solver.grad) == ("dopri5", "aca")
     assert config.solver.rtol == 1e-7
@@ -94,9 +101,8 @@ def test_defaults(tmp_path):
     assert config.data.simulate is None
     assert config.data.simulate_options == {}
     assert config.data.trajectories is None and config.data.observed is None
-    physics = config.model.physics
-    assert (physics.n_bodies, physics.dim, physics.G, physics.softening) == (3, 3, 1.0, 0.0)
-    assert physics.masses.init == [1.0, 1.0, 1.0] and physics.masses.learn
+    # The constructor's defaults are the model's business: filled in when it is built.
+    assert config.model.physics.arguments == {"n_bodies": 3}
     s = config.solver
     assert (s.method, s.grad, s.rtol, s.atol, s.step_size, s.max_steps) == (
         "dopri5",
@@ -158,7 +164,7 @@ def test_exponent_numbers_are_floats(tmp_path):
 def test_unknown_key_names_path_and_suggestion(tmp_path):
     path = write(tmp_path, EXAMPLE.replace("rtol: 1.0e-7", "rtoll: 1.0e-7"))
     assert error_of(path) == (
-        f"{path}: unknown key 'solver.rtoll' (did you mean 'solver.rtol'?) (line 17)"
+        f"{path}: unknown key 'solver.rtoll' (did you mean 'solver.rtol'?) (line 18)"
     )
 
 
@@ -167,8 +173,9 @@ def test_unknown_key_names_path_and_suggestion(tmp_path):
     [
         (MINIMAL + "trian: {}\n", "unknown key 'trian' (did you mean 'train'?)"),
         (
-            MINIMAL.replace("{name: nbody}", "{name: nbody, mases: {init: [1, 1, 1]}}"),
-            "unknown key 'model.physics.mases' (did you mean 'model.physics.masses'?)",
+            MINIMAL.replace("n_bodies: 3}", "n_bodies: 3, mases: [1, 1, 1]}"),
+            "model.physics.mases: unknown argument of NBodyGravity (did you mean 'masses'?); "
+            "its arguments: n_bodies, dim, G, masses, learn_masses, softening (line 5)",
         ),
         (
             MINIMAL + "train: {rtol: 1.0e-6}\n",
@@ -241,7 +248,7 @@ def test_wrong_values_name_the_path(tmp_path, section, expected):
 )
 def test_data_section_checks(tmp_path, data, expected):
     window = "" if data.startswith("fit_window") else "  fit_window: [0, 1]\n"
-    text = f"data:\n  path: d.h5\n{window}  {data}\nmodel: {{physics: {{name: nbody}}}}\n"
+    text = f"data:\n  path: d.h5\n{window}  {data}\nmodel: {{neural: {{}}}}\n"
     assert expected in error_of(write(tmp_path, text))
 
 
@@ -250,10 +257,14 @@ def test_simulator_and_activation_checks(tmp_path):
     config = load_config(path, ["data.simulate_options={n_trajectories: 2, seed: 1}"])
     assert config.data.simulate_options == {"n_trajectories": 2, "seed": 1}
     message = error_of(path, ("data.simulate_options={n_trajectory: 2}",))
-    assert "data.simulate_options.n_trajectory: unknown option of simulator 'threebody'" in message
-    assert "(did you mean 'n_trajectories'?)" in message
+    assert (
+        "data.simulate_options.n_trajectory: unknown argument of simulator 'threebody' "
+        "(did you mean 'n_trajectories'?)" in message
+    )
+    message = error_of(path, ("data.simulate_options={noise: high}",))
+    assert "data.simulate_options.noise: expected a number, got 'high' (str)" in message
     message = error_of(path, ("data.simulate=threebdy",))
-    assert "data.simulate: unknown value 'threebdy' (did you mean 'threebody'?)" in message
+    assert "data.simulate: unknown simulator 'threebdy' (did you mean 'threebody'?)" in message
     message = error_of(path, ("model.neural={activation: tahn}",))
     assert "model.neural.activation: unknown value 'tahn' (did you mean 'tanh'?)" in message
 
@@ -262,18 +273,32 @@ def test_missing_sections(tmp_path):
     message = error_of(write(tmp_path, "solver: {grad: aca}\n"))
     assert "data: missing required key" in message
     assert "model: missing required key" in message
-    message = error_of(write(tmp_path, MINIMAL.replace("physics: {name: nbody}", "physics: null")))
+    no_physics = MINIMAL.replace("physics: {name: nbody, n_bodies: 3}", "physics: null")
+    message = error_of(write(tmp_path, no_physics))
     assert "model: needs model.physics, model.neural or both" in message
-    message = error_of(write(tmp_path, MINIMAL.replace("{name: nbody}", "{n_bodies: 2}")))
-    assert "model.physics.name: missing required key (choose one of: nbody)" in message
+    message = error_of(write(tmp_path, MINIMAL.replace("name: nbody, ", "")))
+    assert "model.physics.name: missing required key" in message
+    message = error_of(write(tmp_path, MINIMAL.replace(", n_bodies: 3", "")))
+    assert "model.physics.n_bodies: missing required argument of NBodyGravity (line 5)" in message
 
 
-def test_masses_length_mismatch(tmp_path):
-    text = EXAMPLE.replace("init: [1.0, 1.0, 1.0]", "init: [1.0, 1.0]")
-    message = error_of(write(tmp_path, text))
-    assert "model.physics.masses.init: has 2 value(s) but n_bodies is 3" in message
-    text = EXAMPLE.replace("init: [1.0, 1.0, 1.0]", "init: [1.0, -1.0, 1.0]")
-    assert "model.physics.masses.init[1]: must be > 0" in error_of(write(tmp_path, text))
+def test_a_model_that_its_constructor_refuses_names_the_section(tmp_path):
+    # Values the signature accepts but the class refuses are reported when it is built,
+    # before any data is read, with the section and the class.
+    from physode.training.problem import FitSetupError, build_model
+
+    variables = [f"v{i}" for i in range(18)]
+    text = EXAMPLE.replace("masses: [1.0, 1.0, 1.0]", "masses: [1.0, 1.0]")
+    config = load_config(write(tmp_path, text))
+    with pytest.raises(FitSetupError) as info:
+        build_model(config.model, variables, torch.float64, torch.device("cpu"))
+    assert str(info.value) == (
+        "model.physics (NBodyGravity): masses: expected 3 numbers (one per body), got [1.0, 1.0]"
+    )
+    text = EXAMPLE.replace("masses: [1.0, 1.0, 1.0]", "masses: [1.0, -1.0, 1.0]")
+    config = load_config(write(tmp_path, text))
+    with pytest.raises(FitSetupError, match=r"model.physics \(NBodyGravity\): parameter 'masses'"):
+        build_model(config.model, variables, torch.float64, torch.device("cpu"))
 
 
 def test_overrides(tmp_path):
@@ -293,7 +318,8 @@ def test_overrides(tmp_path):
     assert config.train.epochs == 5 and isinstance(config.train.epochs, int)
     assert config.solver.grad == "mali" and config.solver.method == "alf"
     assert config.data.fit_window == (0.0, 0.5)
-    assert config.model.neural.hidden == [8, 8] and config.model.neural.activation == "tanh"
+    assert config.model.neural.name == "mlp"
+    assert config.model.neural.arguments == {"hidden": [8, 8]}
     assert config.train.schedule.step_size == 2 and config.train.schedule.gamma == 0.1
     assert config.data.simulate_options == {"seed": 3}
     assert load_config(path, ["data.simulate="]).data.simulate is None
@@ -473,7 +499,7 @@ def test_task_and_train_errors(tmp_path, extra, message):
 
 
 def test_latent_does_not_mix_with_physics_and_task_needs_latent(tmp_path):
-    text = LATENT.replace("  latent:", "  physics: {name: nbody}\n  latent:")
+    text = LATENT.replace("  latent:", "  physics: {name: nbody, n_bodies: 3}\n  latent:")
     message = error_of(write(tmp_path, text))
     assert "model.latent: a sequence model is fitted on its own: set model.physics to null" in (
         message
@@ -485,5 +511,6 @@ def test_latent_does_not_mix_with_physics_and_task_needs_latent(tmp_path):
     assert load_config(write(tmp_path, MINIMAL.replace("[0, 1]", "null"))).data.fit_window is None
     message = error_of(write(tmp_path, MINIMAL + "task: {window: 50}\n"))
     assert "task: is used only with model.latent" in message
-    message = error_of(write(tmp_path, MINIMAL.replace("physics: {name: nbody}", "physics: null")))
+    no_physics = MINIMAL.replace("physics: {name: nbody, n_bodies: 3}", "physics: null")
+    message = error_of(write(tmp_path, no_physics))
     assert "model: needs model.physics, model.neural or both (or model.latent" in message

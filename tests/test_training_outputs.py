@@ -33,7 +33,8 @@ def make_dataset(mask: bool = False, names: list[str] = NAMES) -> xr.Dataset:
     if mask:
         observed = np.random.default_rng(0).random(true.shape) > 0.25
         true = np.where(observed, true, np.nan)
-    units = {v: ("AU/yr" if v.startswith("v") else "AU") for v in names}
+    units = {v: ("au/yr" if v.startswith("v") else "au") for v in names}
+    roles = ["velocity" if v.startswith("v") else "position" for v in names]
     return predictions_dataset(
         time,
         true,
@@ -46,6 +47,7 @@ def make_dataset(mask: bool = False, names: list[str] = NAMES) -> xr.Dataset:
         mask=observed,
         attrs={"grad": "aca", "epochs": 3, "learned": True},
         trajectory_ids=[4, 7],
+        roles=roles if len(names) % 2 == 0 and "x1" in names else None,
     )
 
 
@@ -60,12 +62,14 @@ def test_dataset_layout():
     assert ds["trajectory"].values.tolist() == [4, 7]
     assert ds["time"].dtype == np.float64
     assert ds["variable"].values.tolist() == NAMES
-    assert ds["variable_units"].values.tolist() == ["AU"] * 4 + ["AU/yr"] * 4
+    assert ds["variable_units"].values.tolist() == ["au"] * 4 + ["au/yr"] * 4
+    assert ds["role"].values.tolist() == ["position"] * 4 + ["velocity"] * 4
     for name in [*ds.data_vars, *ds.coords]:
-        assert ds[name].attrs.get("units"), name
         assert ds[name].attrs.get("long_name"), name
-    assert ds["time"].attrs["units"] == "yr"
-    assert ds["true"].attrs["units"] == "mixed: see variable_units"
+    # CF units only where they are UDUNITS: the variables' differ, so none on the data.
+    assert ds["time"].attrs["units"] == "yr" and ds.attrs["time_units"] == "yr"
+    assert "units" not in ds["true"].attrs
+    assert "units" not in ds["variable"].attrs and "units" not in ds["region"].attrs
     regions = ds["region"].values
     assert ds["region"].dims == ("time",)
     assert set(regions[:21]) == {"fit"} and set(regions[21:]) == {"extrapolation"}
@@ -95,7 +99,31 @@ def test_dataset_input_checks():
     # one trajectory given as (time, variable)
     ds = predictions_dataset(time, y[0], y[0], ["a", "b"], fit_end=0.5)
     assert dict(ds.sizes) == {"trajectory": 1, "time": 5, "variable": 2}
-    assert ds["true"].attrs["units"] == "1" and ds["time"].attrs["units"] == "1"
+    # No units given: none claimed (not "1", which would say dimensionless).
+    assert "units" not in ds["true"].attrs and "units" not in ds["time"].attrs
+    assert ds["role"].values.tolist() == ["state", "state"]
+    with pytest.raises(ValueError, match="roles"):
+        predictions_dataset(time, y, y, ["a", "b"], fit_end=0.5, roles=["position", "speed"])
+
+
+@pytest.mark.parametrize(
+    ("units", "time_units", "cf", "cf_time"),
+    [
+        ("m", "s", "m", "s"),
+        ("m s-2", "days", "m s-2", "days"),
+        ("scaled length", "scaled time", None, None),
+        ("mass", "", None, None),
+    ],
+)
+def test_units_are_cf_only_when_udunits_reads_them(units, time_units, cf, cf_time):
+    time = np.linspace(0, 1, 5)
+    y = np.zeros((1, 5, 2))
+    ds = predictions_dataset(
+        time, y, y, ["a", "b"], fit_end=0.5, state_units=units, time_units=time_units
+    )
+    assert ds["true"].attrs.get("units") == cf and ds["error"].attrs.get("units") == cf
+    assert ds["time"].attrs.get("units") == cf_time
+    assert ds["variable_units"].values.tolist() == [units, units]  # the data's text, kept
 
 
 def test_region_follows_the_window():
@@ -152,8 +180,9 @@ def scored(mask=None, fit_end=1.0):
     predicted = (c[:, None] * w[None, :])[None]
     if mask is not None:
         true = np.where(mask, true, np.nan)
+    roles = ["position", "position", "velocity"]
     return predictions_dataset(
-        time, true, predicted, ["x1", "y1", "vx1"], fit_end=fit_end, mask=mask
+        time, true, predicted, ["x1", "y1", "vx1"], fit_end=fit_end, mask=mask, roles=roles
     )
 
 
@@ -170,6 +199,9 @@ def test_scores_known_values():
     assert only_vx["position_score"] == pytest.approx((3 * 9 + 2 * 36) / 5)
     with pytest.raises(ValueError, match="position_variables"):
         extrapolation_scores(scored(), position_variables=["z1"])
+    # Without positions (a first-order model) there is no position score.
+    plain = scored().drop_vars("role")
+    assert extrapolation_scores(plain)["position_score"] is None
 
 
 def test_scores_with_mask():

@@ -87,9 +87,9 @@ def fit(
         sys.exit(subprocess.call(launcher))
     from ..errors import SolverError
     from ..training import ConfigError, config_to_yaml, load_config
-    from ..training.fit import FitError
-    from ..training.fit import fit as run_fit
     from ..training.problem import FitSetupError
+    from ..training.runner import FitError
+    from ..training.runner import fit as run_fit
 
     try:
         config = load_config(config_file, overrides)
@@ -106,7 +106,7 @@ def fit(
         raise _fail(exc) from None
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    summary = result.summary
+    summary = result.metrics
     click.echo(f"run directory: {result.run_dir}")
     for name, value in result.parameters.items():
         click.echo(f"learned {name}: {value}")

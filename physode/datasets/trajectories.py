@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import textwrap
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from .._atomic import atomic_path
 
 FORMAT = "physode.trajectories"
 VERSION = 1
@@ -154,6 +155,27 @@ class Trajectories:
             mask=None if self.mask is None else self.mask[rows],
             time_units=self.time_units,
             state_units=None if self.state_units is None else list(self.state_units),
+            system=self.system,
+            description=self.description,
+            parameters=dict(self.parameters),
+            parameter_units=dict(self.parameter_units),
+            attributes=dict(self.attributes),
+        )
+
+    def with_variables(self, names: Sequence[str]) -> Trajectories:
+        """The variables ``names`` (each one of :attr:`variables`), in that order, as a new
+        object: state, mask and units are reordered with them."""
+        unknown = [n for n in names if n not in self.variables]
+        if unknown:
+            raise ValueError(f"names: {unknown} are not among the variables {self.variables}")
+        cols = [self.variables.index(n) for n in names]
+        return Trajectories(
+            time=self.time,
+            state=self.state[..., cols],
+            variables=list(names),
+            mask=None if self.mask is None else self.mask[..., cols],
+            time_units=self.time_units,
+            state_units=None if self.state_units is None else [self.state_units[c] for c in cols],
             system=self.system,
             description=self.description,
             parameters=dict(self.parameters),
@@ -784,10 +806,7 @@ def write_trajectories(
     elif compression == "lzf":
         filters = {"compression": "lzf", "shuffle": True}
 
-    # Created through h5py ("w-") rather than tempfile so the final file gets the
-    # usual umask-based permissions instead of tempfile's 0600.
-    tmp = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
+    with atomic_path(path) as tmp:
         # track_order keeps attributes and parameters in the order they were given.
         with h5py.File(tmp, "w-", track_order=True) as f:
             f.attrs["format"] = FORMAT
@@ -811,15 +830,6 @@ def write_trajectories(
                 for name, value in data.parameters.items():
                     ds = group.create_dataset(name, data=np.asarray(value))
                     ds.attrs["units"] = data.parameter_units.get(name, "")
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
 from .._checks import positive_int
 from .hybrid import Hybrid
+
+#: The activation names :class:`MLP` takes.
+Activation = Literal["tanh", "relu", "softplus", "silu", "swish", "elu", "gelu"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -20,6 +24,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "elu": nn.ELU,
     "gelu": nn.GELU,
 }
+assert tuple(ACTIVATIONS) == get_args(Activation)
 
 
 class MLP(nn.Module):
@@ -48,7 +53,7 @@ class MLP(nn.Module):
         in_features: int,
         out_features: int,
         hidden: Sequence[int] = (64, 64),
-        activation: str = "tanh",
+        activation: Activation = "tanh",
         final_zero: bool = False,
     ) -> None:
         super().__init__()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .._atomic import atomic_path
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -15,19 +16,12 @@ BEST = "best.pt"
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` (tensors, numbers, strings, lists and dicts of them) to ``path``.
 
-    Written to a temporary file in the same folder, flushed to disk, then renamed
-    over ``path``: a crash at any moment leaves either the old or the new file.
+    Written atomically (:func:`physode._atomic.atomic_path`): a crash at any moment
+    leaves either the old or the new file.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:

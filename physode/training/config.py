@@ -32,6 +32,7 @@ import torch
 import yaml
 from pydantic import ValidationError
 
+from .config_errors import describe
 from .config_schema import (
     _DEVICE_RE,
     ACTIVATIONS,
@@ -40,17 +41,16 @@ from .config_schema import (
     DataConfig,
     ExponentialSchedule,
     LatentConfig,
-    MassesConfig,
     ModelConfig,
-    NBodyConfig,
     NeuralConfig,
     OutputConfig,
+    PhysicsConfig,
     SolverConfig,
     StepSchedule,
+    StopConfig,
     TaskConfig,
     TrainConfig,
     _Section,
-    _show,
     _Tagged,
 )
 
@@ -63,13 +63,13 @@ __all__ = [
     "DataConfig",
     "ExponentialSchedule",
     "LatentConfig",
-    "MassesConfig",
     "ModelConfig",
-    "NBodyConfig",
     "NeuralConfig",
     "OutputConfig",
+    "PhysicsConfig",
     "SolverConfig",
     "StepSchedule",
+    "StopConfig",
     "TaskConfig",
     "TrainConfig",
     "config_from_dict",
@@ -219,43 +219,19 @@ def _suggest(key: str, owner: type[_Section] | None, parent: Sequence[str | int]
     return ".".join(everywhere[close[0]]) if close else None
 
 
-_EXPECTED = {
-    "int_type": "expected an integer",
-    "int_parsing": "expected an integer",
-    "int_from_float": "expected an integer",
-    "float_type": "expected a number",
-    "float_parsing": "expected a number",
-    "finite_number": "expected a finite number",
-    "bool_type": "expected true or false",
-    "bool_parsing": "expected true or false",
-    "string_type": "expected a string",
-    "list_type": "expected a list",
-    "tuple_type": "expected a list",
-    "dict_type": "expected a mapping",
-    "model_type": "expected a mapping",
-    "model_attributes_type": "expected a mapping",
-    "path_type": "expected a path (a string)",
-}
-
-
 def _problem(error: Mapping[str, Any]) -> tuple[list[str | int], str]:
     """One pydantic error as ``(key path, message)``."""
     kind = error["type"]
     ctx = error.get("ctx") or {}
     shown, owners = _walk(error["loc"])
-    value = error.get("input")
     if kind == "extra_forbidden":
         key = str(shown[-1])
         hint = _suggest(key, owners[-1] if owners else None, shown[:-1])
         return shown, f"unknown key '{_dotted(shown)}'" + (
             f" (did you mean '{hint}'?)" if hint else ""
         )
-    if kind == "config":
-        if ctx.get("at"):
-            shown = [*shown, *ctx["at"].split(".")]
-        return shown, ctx["message"]
-    if kind == "missing":
-        return shown, "missing required key"
+    if kind == "config" and ctx.get("at"):
+        shown = [*shown, *(int(p) if p.isdigit() else p for p in ctx["at"].split("."))]
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         section = owners[-1] if owners else None
         field = section.model_fields.get(str(shown[-1])) if section is not None else None
@@ -267,25 +243,7 @@ def _problem(error: Mapping[str, Any]) -> tuple[list[str | int], str]:
         close = difflib.get_close_matches(tag, tags, n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return [*shown, "name"], f"unknown name {tag!r}{hint}; choose one of: {choices}"
-    if kind == "literal_error":
-        options = re.findall(r"'((?:[^'\\]|\\.)*)'", str(ctx.get("expected", "")))
-        close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.5)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return shown, f"unknown value {_show(value)}{hint}; choose one of: {', '.join(options)}"
-    if kind == "greater_than":
-        return shown, f"must be > {ctx['gt']}, got {_show(value)}"
-    if kind == "greater_than_equal":
-        return shown, f"must be >= {ctx['ge']}, got {_show(value)}"
-    if kind == "less_than":
-        return shown, f"must be < {ctx['lt']}, got {_show(value)}"
-    if kind == "less_than_equal":
-        return shown, f"must be <= {ctx['le']}, got {_show(value)}"
-    if kind in _EXPECTED:
-        return shown, f"{_EXPECTED[kind]}, got {_show(value)} ({type(value).__name__})"
-    message = str(error.get("msg", kind))
-    message = message.removeprefix("Value error, ")
-    message = message[:1].lower() + message[1:]
-    return shown, f"{message}, got {_show(value)}"
+    return shown, describe(error)
 
 
 # --------------------------------------------------------------------------- line numbers

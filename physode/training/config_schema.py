@@ -3,12 +3,10 @@ no unknown keys); reading files, overrides and error messages are in ``config.py
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -20,20 +18,19 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from ..datasets import SIMULATORS
 from ..gradients import GRADIENT_METHODS
 from ..models.neural import ACTIVATIONS as _MLP_ACTIVATIONS
+from ..models.registry import NEURAL, PHYSICS
+from ..registry import CodeReferenceError, Registry
 from ..solvers import FIXED_STEP_METHODS, METHODS
+from .config_arguments import check_arguments
+from .config_errors import config_error as _config_error
+from .config_errors import show as _show
 
-#: Activation names accepted by ``model.neural.activation`` (those of :class:`physode.models.MLP`).
+#: Activation names (those of :class:`physode.models.MLP`).
 ACTIVATIONS = tuple(_MLP_ACTIVATIONS)
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --------------------------------------------------------------------------- field types
@@ -67,12 +64,9 @@ PathField = Annotated[Path, Field(strict=False)]
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
 
 
-def _config_error(message: str, at: str | None = None) -> PydanticCustomError:
-    """An error raised inside a validator; ``at`` is a key path below the validated section."""
-    ctx: dict[str, Any] = {"message": message}
-    if at:
-        ctx["at"] = at
-    return PydanticCustomError("config", "{message}", ctx)
+def _base_dir(info: ValidationInfo) -> Path:
+    """The folder relative paths and file references are taken from (the config file's)."""
+    return Path((info.context or {}).get("base_dir") or Path.cwd())
 
 
 def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -80,9 +74,17 @@ def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
         return None
     value = value.expanduser()
     if not value.is_absolute():
-        base = (info.context or {}).get("base_dir") or Path.cwd()
-        value = Path(base) / value
+        value = _base_dir(info) / value
     return Path(os.path.normpath(value))
+
+
+def _resolve_name(registry: Registry, name: str, info: ValidationInfo, at: str = "name"):
+    """``(object, name as recorded)`` for a built-in name or a reference to user code."""
+    base = _base_dir(info)
+    try:
+        return registry.resolve(name, base), registry.canonical(name, base)
+    except (CodeReferenceError, ValueError) as exc:
+        raise _config_error(str(exc), at=at) from None
 
 
 class _Section(BaseModel):
@@ -107,9 +109,12 @@ class DataConfig(_Section):
     Attributes:
         path: the trajectory file (HDF5); relative paths are taken from the
             config file's folder, so ``path`` is absolute after loading.
-        simulate: simulator that creates the file when it is missing
+        simulate: simulator that creates the file when it is missing: a
+            built-in name, or the user's function as ``path/to/file.py:function``
+            (relative to the config file) or ``package.module:function``
             (``None``: never simulate).
-        simulate_options: keyword arguments for the simulator.
+        simulate_options: keyword arguments for the simulator, checked against
+            its signature.
         fit_window: ``(start, end)`` in the file's time units; times after
             ``end`` are extrapolation. ``None`` (or left out): the data file's
             ``fit_window`` attribute, which must then exist. With
@@ -119,7 +124,7 @@ class DataConfig(_Section):
     """
 
     path: PathField
-    simulate: Literal[tuple(SIMULATORS)] | None = None  # type: ignore[valid-type]
+    simulate: str | None = None
     simulate_options: dict[str, Any] = Field(default_factory=dict)
     fit_window: _Window | None = None
     trajectories: list[NonNegativeInt] | None = None
@@ -131,23 +136,18 @@ class DataConfig(_Section):
         return _resolve_path(value, info)
 
     @model_validator(mode="after")
-    def _simulator_options(self) -> DataConfig:
+    def _simulator_options(self, info: ValidationInfo) -> DataConfig:
         # Checked here rather than when the file is first simulated, which
         # may be long after the config was written.
-        if self.simulate is None or not self.simulate_options:
+        if self.simulate is None:
             return self
-        parameters = inspect.signature(SIMULATORS[self.simulate]).parameters
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-            return self
-        for key in self.simulate_options:
-            if key not in parameters:
-                close = difflib.get_close_matches(key, list(parameters), n=1, cutoff=0.6)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise _config_error(
-                    f"unknown option of simulator {self.simulate!r}{hint}; "
-                    f"its options: {', '.join(parameters)}",
-                    at=f"simulate_options.{key}",
-                )
+        simulator, self.simulate = _resolve_name(SIMULATORS, self.simulate, info, at="simulate")
+        self.simulate_options = check_arguments(
+            simulator,
+            self.simulate_options,
+            label=f"simulator {self.simulate!r}",
+            at="simulate_options",
+        )
         return self
 
     @field_validator("fit_window")
@@ -172,54 +172,74 @@ class DataConfig(_Section):
         return value
 
 
-class MassesConfig(_Section):
-    """``model.physics.masses``: initial masses and whether they are learned."""
+class _Component(_Section):
+    """A model part: ``name`` picks the class (a built-in name, or the user's own as
+    ``path/to/file.py:Class``, relative to the config file, or ``package.module:Class``);
+    the section's other keys are its constructor's keyword arguments, checked
+    against its signature. A file reference is recorded with an absolute path.
 
-    init: list[PositiveFloat]
-    learn: bool = True
-
-
-class NBodyConfig(_Tagged):
-    """``model.physics`` with ``name: nbody``: Newtonian gravity between point masses.
-
-    The state is positions then velocities, ``2 * n_bodies * dim`` numbers.
-    ``masses`` defaults to ones (learned) and is filled in on loading.
+    Arguments in :attr:`supplied` may be left out: the builder fills them in from
+    the data (see :mod:`physode.training.tasks.trajectory`).
     """
 
-    name: Literal["nbody"]
-    n_bodies: PositiveInt = 3
-    dim: PositiveInt = 3
-    G: NonNegativeFloat = 1.0
-    softening: NonNegativeFloat = 0.0
-    masses: MassesConfig | None = None
+    model_config = ConfigDict(extra="allow", strict=True)
+    registry: ClassVar[Registry]
+    supplied: ClassVar[tuple[str, ...]] = ()
+    _own_keys: ClassVar[tuple[str, ...]] = ("name",)
+
+    name: str
 
     @model_validator(mode="after")
-    def _masses_match(self) -> NBodyConfig:
-        if self.masses is None:
-            self.masses = MassesConfig(init=[1.0] * self.n_bodies)
-        elif len(self.masses.init) != self.n_bodies:
-            raise _config_error(
-                f"has {len(self.masses.init)} value(s) but n_bodies is {self.n_bodies}",
-                at="masses.init",
-            )
+    def _arguments_fit(self, info: ValidationInfo) -> _Component:
+        target, self.name = _resolve_name(self.registry, self.name, info)
+        label = getattr(target, "__name__", self.name)
+        self.__pydantic_extra__ = check_arguments(
+            target, self.arguments, label=label, supplied=self.supplied
+        )
         return self
 
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """The constructor's keyword arguments the config gives."""
+        return dict(self.__pydantic_extra__ or {})
 
-# A later model kind is one more class here (with its own `name` literal).
-PhysicsConfig = Annotated[Union[NBodyConfig], Field(discriminator="name")]  # noqa: UP007
+    def target(self) -> Any:
+        """The class (or function) ``name`` refers to."""
+        return self.registry.resolve(self.name)
 
 
-class NeuralConfig(_Section):
-    """``model.neural``: an MLP term added to the physics (or the whole model).
+class PhysicsConfig(_Component):
+    """``model.physics``: the known part of the right-hand side, called as ``physics(t, y)``.
 
-    Attributes:
-        hidden: widths of the hidden layers.
-        activation: one of :data:`ACTIVATIONS`.
-        penalty: weight of an L2 penalty on the neural term's output.
+    ``name: nbody`` is :class:`~physode.models.NBodyGravity`; its keys are
+    ``n_bodies``, ``dim``, ``G``, ``masses``, ``learn_masses`` and ``softening``.
+    ``state_size``, when the class takes it and the config leaves it out, is the
+    number of the data's variables.
     """
 
-    hidden: list[PositiveInt] = Field(default_factory=lambda: [64, 64])
-    activation: Literal[ACTIVATIONS] = "tanh"  # type: ignore[valid-type]
+    registry: ClassVar[Registry] = PHYSICS
+    supplied: ClassVar[tuple[str, ...]] = ("state_size",)
+
+
+class NeuralConfig(_Component):
+    """``model.neural``: a learned term, called as ``neural(y)``: added to the physics
+    (to its accelerations for a second-order physics), or the whole model.
+
+    Attributes:
+        name: ``mlp`` (:class:`~physode.models.MLP`: keys ``hidden``,
+            ``activation``, ``final_zero``) or the user's own class.
+        penalty: weight of an L2 penalty on the neural term's output (APHYNITY).
+
+    ``in_features``, ``out_features`` and ``final_zero``, when the class takes them
+    and the config leaves them out, are the state size, the size of what the term
+    adds to (the state, or the accelerations) and "is there physics" (a hybrid
+    starts as its physics).
+    """
+
+    registry: ClassVar[Registry] = NEURAL
+    supplied: ClassVar[tuple[str, ...]] = ("in_features", "out_features", "final_zero")
+
+    name: str = "mlp"
     penalty: NonNegativeFloat = 0.0
 
 
@@ -244,7 +264,7 @@ class LatentConfig(_Section):
     """``model.latent``: a model of irregularly sampled time series (docs/latent.md).
 
     Fitted on its own (``model.physics`` and ``model.neural`` must be null) by
-    :func:`physode.training.sequence.fit_sequence`, on the windows that
+    :class:`~physode.training.sequence_task.SequenceTask`, on the windows that
     ``task`` describes.
 
     Attributes:
@@ -302,23 +322,32 @@ class LatentConfig(_Section):
 
 class ModelConfig(_Section):
     """``model``: physics, a neural term, or both (a hybrid); or, alone, a
-    sequence model (``latent``)."""
+    sequence model (``latent``).
+
+    ``python`` records the class of a model given to :func:`physode.fit` as an
+    object (``module:Class``): such a run's model is not described by the config,
+    and whatever rebuilds it (a resume, an evaluation) is given the model again.
+    """
 
     physics: PhysicsConfig | None = None
     neural: NeuralConfig | None = None
     latent: LatentConfig | None = None
+    python: str | None = None
+
+    def _alone(self, key: str, others: tuple[str, ...], why: str) -> None:
+        """``model.<key>`` excludes the ``others``: an error naming those that are set."""
+        given = [k for k in others if getattr(self, k) is not None]
+        if given:
+            names = " and ".join(f"model.{k}" for k in given)
+            raise _config_error(f"{why}: set {names} to null", at=key)
 
     @model_validator(mode="after")
     def _something_to_fit(self) -> ModelConfig:
+        if self.python is not None:
+            self._alone("python", ("physics", "neural", "latent"), "records a model from Python")
+            return self
         if self.latent is not None:
-            if self.physics is not None or self.neural is not None:
-                both = [k for k in ("physics", "neural") if getattr(self, k) is not None]
-                raise _config_error(
-                    "a sequence model is fitted on its own: set "
-                    + " and ".join(f"model.{k}" for k in both)
-                    + " to null",
-                    at="latent",
-                )
+            self._alone("latent", ("physics", "neural"), "a sequence model is fitted on its own")
             return self
         if self.physics is None and self.neural is None:
             raise _config_error(
@@ -384,6 +413,17 @@ ScheduleConfig = Annotated[
 ]
 
 
+class StopConfig(_Section):
+    """``train.stop``: end the fit once it has converged.
+
+    The fit stops after ``patience`` epochs in a row whose loss changed by at
+    most ``rtol`` relative to the epoch before: ``|L_k - L_{k-1}| <= rtol |L_{k-1}|``.
+    """
+
+    rtol: PositiveFloat
+    patience: PositiveInt = 2
+
+
 class TrainConfig(_Section):
     """``train``: the optimisation.
 
@@ -398,7 +438,10 @@ class TrainConfig(_Section):
         batch_size: trajectories per step (``None``: all at once).
         loss: ``mse`` or ``mae`` over the observed entries in the fit window.
         log_every, checkpoint_every: in epochs.
-        learn_initial_state: also fit the initial states.
+        learn_initial_state: also fit the initial states (needed when the
+            state at the start of the fit window is not fully observed; the
+            unobserved values start from an estimate).
+        stop: a convergence rule that can end the fit before ``epochs`` (``None``: never).
     """
 
     epochs: PositiveInt = 100
@@ -413,6 +456,7 @@ class TrainConfig(_Section):
     log_every: PositiveInt = 1
     checkpoint_every: PositiveInt = 1
     learn_initial_state: bool = False
+    stop: StopConfig | None = None
 
     @field_validator("device")
     @classmethod

@@ -10,20 +10,44 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from .._atomic import write_json
 from .checkpoints import LAST
-from .config import load_config
-from .fit import restore
-from .report import predict, score_predictions, write_json
+from .config import load_config, resolve_device
+from .task import Task
+from .tasks import make_task
 
 
-def _score_sequence(run_dir: Path, config, chosen: dict, checkpoint: str, device) -> dict:
-    """A sequence model (latent ODE, ...) rebuilt with the ``chosen`` solver and scored on
-    the run's test windows."""
-    from .sequence import restore_sequence, score_all
+def restore_run(
+    run_dir: str | Path,
+    *,
+    checkpoint: str = LAST,
+    device: str | None = None,
+    model: nn.Module | None = None,
+    solver: dict[str, Any] | None = None,
+) -> tuple[Task, nn.Module]:
+    """The task of a run directory and its trained module, from a checkpoint.
 
-    config = config.model_copy(update={"solver": config.solver.model_copy(update=chosen)})
-    model, data = restore_sequence(run_dir, config, checkpoint, device)
-    return score_all(model, data.datasets(config), next(model.parameters()).device)
+    Args:
+        run_dir: a run directory (its ``config.yaml`` and ``checkpoints/``).
+        checkpoint: ``last.pt`` or ``best.pt``.
+        device: where to load it (default: the run's ``train.device``).
+        model: the model of a run made by :func:`physode.fit` with a model object
+            (the checkpoint's weights are loaded into it).
+        solver: keys of the ``solver`` section to change (a sequence model is
+            built with its solver, so a re-score rebuilds it).
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
+    config = load_config(config_path)
+    if solver:
+        config = config.model_copy(update={"solver": config.solver.model_copy(update=solver)})
+    task = make_task(config, model)
+    module = task.restore(run_dir, checkpoint, resolve_device(device or config.train.device))
+    return task, module
 
 
 def evaluate_run(
@@ -36,19 +60,20 @@ def evaluate_run(
     step_size: float | None = None,
     checkpoint: str = LAST,
     device: str | None = None,
+    model: nn.Module | None = None,
 ) -> dict[str, Any]:
     """Scores of the model in ``run_dir`` predicted with the given solver settings.
 
-    Unset settings keep the run's. The result (fit and extrapolation MSE, the
-    position score, the solver used) is also written to
-    ``run_dir/evaluations/<method>-rtol<rtol>-atol<atol>.json``.
+    Unset settings keep the run's. The result (the task's scores, the solver used)
+    is also written to ``run_dir/evaluations/<method>-rtol<rtol>-atol<atol>.json``.
+    ``model`` is the model of a run made by :func:`physode.fit` with a model object
+    (its config only records the class); the checkpoint's weights are loaded into it.
     """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.exists():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
-    config = load_config(config_path)
-    s = config.solver
+    s = load_config(config_path).solver
     chosen = {
         "method": method or s.method,
         # Prediction takes no gradient: the trained gradient method (MALI needs ALF)
@@ -58,12 +83,10 @@ def evaluate_run(
         "atol": atol if atol is not None else s.atol,
         "step_size": step_size if step_size is not None else s.step_size,
     }
-    if config.model.latent is not None:
-        scores = _score_sequence(run_dir, config, chosen, checkpoint, device)
-    else:
-        system, problem = restore(run_dir, config, checkpoint, device)
-        pred = predict(config, system, problem, **chosen)
-        _, scores = score_predictions(config, problem, pred)
+    task, module = restore_run(
+        run_dir, checkpoint=checkpoint, device=device, model=model, solver=chosen
+    )
+    scores = task.evaluate(module)
     result = {**scores, "solver": chosen, "trained_with": s.model_dump(), "checkpoint": checkpoint}
     name = f"{chosen['method']}-rtol{chosen['rtol']:g}-atol{chosen['atol']:g}"
     if chosen["step_size"] is not None:

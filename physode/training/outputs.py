@@ -5,20 +5,28 @@ range, both inside the fit window and after it (extrapolation)::
 
     dimensions:   trajectory (N), time (T), variable (V)
     coordinates:  trajectory (int), time (float64), variable (str),
-                  variable_units (str, per variable), region (str, per time:
-                  "fit", "extrapolation", or "before fit")
+                  variable_units (str, per variable: the data's text),
+                  role (str, per variable: "position", "velocity" or "state"),
+                  region (str, per time: "fit", "extrapolation", or "before fit")
     data:         true, predicted, error = predicted - true   (N, T, V), float64
                   mask (N, T, V), bool, when observations are partial
-    attributes:   fit_window [start, end], fit_window_end, config (YAML),
-                  title, Conventions, source, plus any extras
+    attributes:   fit_window [start, end], fit_window_end, time_units (the
+                  data's text), config (YAML), title, Conventions, source,
+                  plus any extras
+
+CF ``units`` attributes are written only where they are valid UDUNITS-2 strings
+(checked with cf-units): on ``time`` when the data's time units are, and on
+``true``, ``predicted`` and ``error`` when every variable has the same valid
+units. Free-text units ("scaled length") are kept in ``variable_units`` and
+``time_units`` for labels, never passed off as CF units.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,16 +34,19 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .._atomic import atomic_path
 from .._version import __version__
 
 __all__ = [
     "REGION_BEFORE",
     "REGION_EXTRAPOLATION",
     "REGION_FIT",
+    "ROLES",
     "add_region",
-    "default_position_variables",
     "extrapolation_scores",
+    "positions_of",
     "predictions_dataset",
+    "udunits",
     "write_predictions",
 ]
 
@@ -43,7 +54,22 @@ REGION_FIT = "fit"
 REGION_EXTRAPOLATION = "extrapolation"
 REGION_BEFORE = "before fit"
 
-_MIXED_UNITS = "mixed: see variable_units"
+#: What a variable is: a position or a velocity of a second-order model, else a state.
+ROLES = ("position", "velocity", "state")
+
+
+@functools.lru_cache(maxsize=1024)
+def udunits(text: str | None) -> str | None:
+    """``text`` if it is a valid UDUNITS-2 units string, else ``None`` (also for ``""``)."""
+    if not text or not text.strip():
+        return None
+    import cf_units  # a UDUNITS-2 parser and unit database; imported when first needed
+
+    try:
+        unit = cf_units.Unit(text)
+    except ValueError:
+        return None
+    return None if unit.is_unknown() or unit.is_no_unit() else text
 
 
 def _numpy(name: str, value: Any, dtype: Any) -> np.ndarray:
@@ -60,13 +86,13 @@ def _numpy(name: str, value: Any, dtype: Any) -> np.ndarray:
 
 def _per_variable_units(state_units: Any, variables: Sequence[str]) -> list[str]:
     if state_units is None or isinstance(state_units, str):
-        return [state_units or "1"] * len(variables)
+        return [state_units or ""] * len(variables)
     if isinstance(state_units, Mapping):
         unknown = sorted(set(state_units) - set(variables))
         if unknown:
             raise ValueError(f"state_units: names not among the variables: {unknown}")
-        return [str(state_units.get(v) or "1") for v in variables]
-    units = [str(u or "1") for u in state_units]
+        return [str(state_units.get(v) or "") for v in variables]
+    units = [str(u or "") for u in state_units]
     if len(units) != len(variables):
         raise ValueError(f"state_units: {len(units)} units given for {len(variables)} variables")
     return units
@@ -123,10 +149,7 @@ def add_region(ds: xr.Dataset, fit_window: Sequence[float] | None = None) -> xr.
         region=(
             "time",
             _regions(time, window),
-            {
-                "long_name": "part of the time range: fit window or extrapolation",
-                "units": "1",
-            },
+            {"long_name": "part of the time range: fit window or extrapolation"},
         )
     )
 
@@ -145,6 +168,7 @@ def predictions_dataset(
     mask: Any = None,
     attrs: Mapping[str, Any] | None = None,
     trajectory_ids: Sequence[int] | None = None,
+    roles: Sequence[str] | None = None,
 ) -> xr.Dataset:
     """Build the predictions dataset.
 
@@ -167,6 +191,8 @@ def predictions_dataset(
             0/1, ``None`` an empty string, mappings JSON text.
         trajectory_ids: labels of the ``N`` trajectories (e.g. their index in the
             data file; default ``0..N-1``).
+        roles: what each variable is, one of :data:`ROLES` (default: all ``"state"``);
+            positions are scored apart and drawn as orbits.
 
     Returns:
         An ``xarray.Dataset`` as described in this module's docstring, in float64.
@@ -207,16 +233,20 @@ def predictions_dataset(
     if not (math.isfinite(start) and math.isfinite(end) and start < end):
         raise ValueError(f"fit_end: the fit window [{start}, {end}] must have start < end")
     units = _per_variable_units(state_units, names)
-    common = units[0] if len(set(units)) == 1 else _MIXED_UNITS
+    kinds = ["state"] * len(names) if roles is None else [str(r) for r in roles]
+    if len(kinds) != len(names) or any(k not in ROLES for k in kinds):
+        raise ValueError(f"roles: expected {len(names)} of {', '.join(ROLES)}, got {roles!r}")
+    common = udunits(units[0]) if len(set(units)) == 1 else None
+    cf = {} if common is None else {"units": common}
     dims = ("trajectory", "time", "variable")
 
     data_vars: dict[str, Any] = {
-        "true": (dims, y_true, {"long_name": "true state", "units": common}),
-        "predicted": (dims, y_pred, {"long_name": "predicted state", "units": common}),
+        "true": (dims, y_true, {"long_name": "true state", **cf}),
+        "predicted": (dims, y_pred, {"long_name": "predicted state", **cf}),
         "error": (
             dims,
             y_pred - y_true,
-            {"long_name": "prediction error (predicted - true)", "units": common},
+            {"long_name": "prediction error (predicted - true)", **cf},
         ),
     }
     if mask is not None:
@@ -228,7 +258,7 @@ def predictions_dataset(
         data_vars["mask"] = (
             dims,
             m,
-            {"long_name": "observed entries (true where the data was observed)", "units": "1"},
+            {"long_name": "observed entries (true where the data was observed)"},
         )
 
     coords = {
@@ -237,16 +267,25 @@ def predictions_dataset(
             ids.astype(np.int64),
             {"long_name": "trajectory index in the data file", "units": "1"},
         ),
-        "time": ("time", t, {"long_name": "time", "units": time_units or "1", "axis": "T"}),
-        "variable": (
-            "variable",
-            np.array(names, dtype=str),
-            {"long_name": "state variable", "units": "1"},
+        "time": (
+            "time",
+            t,
+            {
+                "long_name": "time",
+                "axis": "T",
+                **({} if udunits(time_units) is None else {"units": time_units}),
+            },
         ),
+        "variable": ("variable", np.array(names, dtype=str), {"long_name": "state variable"}),
         "variable_units": (
             "variable",
             np.array(units, dtype=str),
-            {"long_name": "units of each state variable", "units": "1"},
+            {"long_name": "units of each state variable, as the data gives them"},
+        ),
+        "role": (
+            "variable",
+            np.array(kinds, dtype=str),
+            {"long_name": "what the variable is: position, velocity or state"},
         ),
     }
     dataset_attrs: dict[str, Any] = {
@@ -255,6 +294,7 @@ def predictions_dataset(
         "source": f"physode {__version__}",
         "fit_window": np.array([start, end], dtype=np.float64),
         "fit_window_end": end,
+        "time_units": time_units,
         "config": config_yaml,
     }
     for key, value in (attrs or {}).items():
@@ -275,15 +315,8 @@ def write_predictions(ds: xr.Dataset, path: str | os.PathLike[str]) -> Path:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh unique name that the writer creates itself, so the file gets the
-    # usual permissions (mkstemp would leave it readable by its owner only).
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
+    with atomic_path(target) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return target
 
 
@@ -296,9 +329,15 @@ def _fit_window(ds: xr.Dataset) -> tuple[float, float]:
     raise ValueError("ds: has neither a 'fit_window' nor a 'fit_window_end' attribute")
 
 
-def default_position_variables(variables: Sequence[str]) -> list[str]:
-    """Variables taken as positions: those whose name does not start with ``v``."""
-    return [v for v in variables if not str(v).startswith("v")]
+def positions_of(ds: xr.Dataset) -> list[str]:
+    """The variables the ``role`` coordinate marks as positions (none without it)."""
+    if "role" not in ds.coords:
+        return []
+    return [
+        str(v)
+        for v, r in zip(ds["variable"].values, ds["role"].values, strict=True)
+        if r == "position"
+    ]
 
 
 def extrapolation_scores(
@@ -309,7 +348,7 @@ def extrapolation_scores(
     Args:
         ds: a dataset from :func:`predictions_dataset` (or read back from file).
         position_variables: variables summed in ``position_score`` (default:
-            the names not starting with ``v``).
+            those the ``role`` coordinate marks as positions).
 
     Returns:
         A JSON-ready dict:
@@ -321,7 +360,7 @@ def extrapolation_scores(
         - ``mse``: the same over all times;
         - ``position_score``: the squared error summed over the position
           variables, averaged over all times and trajectories (the three-body
-          score of Zhuang et al. 2020, Table 5);
+          score of Zhuang et al. 2020, Table 5); ``None`` without positions;
         - ``n_fit_times``, ``n_extrapolation_times``.
 
         With a ``mask``, the MSEs average over observed entries only, and
@@ -348,9 +387,7 @@ def extrapolation_scores(
 
     in_fit = (time >= start) & (time <= end)
     after = time > end
-    positions = (
-        default_position_variables(names) if position_variables is None else position_variables
-    )
+    positions = positions_of(ds) if position_variables is None else position_variables
     missing = [p for p in positions if p not in names]
     if missing:
         raise ValueError(f"position_variables: not in the dataset's variables: {missing}")

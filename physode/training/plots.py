@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .outputs import default_position_variables
+from .._atomic import atomic_path
+from .outputs import positions_of
 
 __all__ = ["DPI", "plot_error", "plot_extrapolation", "plot_orbits", "plot_predictions", "xy_pairs"]
 
@@ -44,15 +44,9 @@ def _figure(width: float, height: float) -> Figure:
 
 def _save(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically (temporary file, then rename)."""
-    # A fresh unique name that savefig creates itself, so the file gets the
-    # usual permissions (mkstemp would leave it readable by its owner only).
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
     finally:
         fig.clear()
     return path
@@ -75,7 +69,7 @@ class _View:
         one = ds.isel(trajectory=trajectory)
         self.label = int(one["trajectory"].values)
         self.time = np.asarray(ds["time"].values, dtype=np.float64)
-        self.time_units = str(ds["time"].attrs.get("units", ""))
+        self.time_units = str(ds.attrs.get("time_units") or ds["time"].attrs.get("units", ""))
         self.names = [str(v) for v in ds["variable"].values]
         self.true = np.asarray(one["true"].transpose("time", "variable").values, np.float64)
         self.predicted = np.asarray(
@@ -90,6 +84,7 @@ class _View:
         else:
             self.units = [str(ds["true"].attrs.get("units", ""))] * len(self.names)
         self.window = _window(ds, self.time)
+        self.positions = positions_of(ds)
 
     @property
     def time_label(self) -> str:
@@ -184,12 +179,14 @@ def plot_extrapolation(
 def plot_orbits(
     ds: xr.Dataset, path: str | os.PathLike[str], *, trajectory: int = 0
 ) -> Path | None:
-    """x-y orbits of every body (true solid, predicted dashed, start marked).
+    """Orbits of every body in the x-y plane (true solid, predicted dashed, start marked).
 
-    Returns ``None`` and writes nothing when the variables hold no ``x``/``y`` pairs.
+    Drawn for models with positions (the ``role`` coordinate) named in ``x``/``y``
+    pairs (``x1, y1, z1, ...``); a third coordinate is projected out, and the title
+    says so. Returns ``None`` and writes nothing otherwise.
     """
     view = _View(ds, trajectory)
-    pairs = xy_pairs(view.names)
+    pairs = xy_pairs(view.positions)
     if not pairs:
         return None
     fig = _figure(5.5, 5.0)
@@ -201,7 +198,7 @@ def plot_orbits(
         ax.plot(view.true[:, i], view.true[:, j], color=color, **_TRUE_STYLE, label=body)
         ax.plot(view.predicted[:, i], view.predicted[:, j], color=color, **_PRED_STYLE)
         # start: the first time where the data has this body's position
-        known = np.flatnonzero(np.isfinite(view.true[:, i]) & np.isfinite(view.true[:, j]))
+        known = np.flatnonzero(view.observed[:, i] & view.observed[:, j])
         if known.size:
             ax.plot(view.true[known[0], i], view.true[known[0], j], "o", color=color, ms=6)
     ax.set_xlabel(_with_units("x", view.units[view.names.index(pairs[0][1])]))
@@ -214,19 +211,21 @@ def plot_orbits(
         Line2D([], [], color="0.3", marker="o", linestyle="", label="start"),
     ]
     ax.legend(handles=handles, fontsize="small", loc="best")
-    ax.set_title(f"trajectory {view.label}: orbits")
+    others = len(view.positions) > 2 * len(pairs)
+    projection = "projected onto the x-y plane" if others else "x-y plane"
+    ax.set_title(f"trajectory {view.label}: orbits ({projection})")
     return _save(fig, Path(path))
 
 
 def plot_error(ds: xr.Dataset, path: str | os.PathLike[str], *, trajectory: int = 0) -> Path:
-    """Euclidean norm of the error against time on a log scale, positions and
-    the other variables (velocities) apart; the fit window marked."""
+    """Euclidean norm of the error against time on a log scale, the fit window marked:
+    positions and velocities apart for a second-order model, else all variables."""
     view = _View(ds, trajectory)
     err = np.where(view.observed, view.predicted - view.true, 0.0)
-    positions = set(default_position_variables(view.names))
+    positions = set(view.positions)
     groups = [
         ("position", [k for k, n in enumerate(view.names) if n in positions]),
-        ("velocity / other", [k for k, n in enumerate(view.names) if n not in positions]),
+        ("velocity", [k for k, n in enumerate(view.names) if n not in positions]),
     ]
     groups = [(name, idx) for name, idx in groups if idx]
     if len(groups) == 1:

@@ -1,24 +1,29 @@
-"""What a config describes, made concrete: the data as tensors and the model to fit.
+"""What a trajectory fit's config describes, made concrete: the data as tensors and the
+model to fit.
 
-``load_problem`` reads (or simulates) the trajectory file, picks the
-trajectories, the fit window and the observed variables; ``build_model``
-turns ``model:`` into an ``nn.Module`` right-hand side in the run's dtype and
-on its device.
+``load_problem`` reads (or simulates) the trajectory file and picks the
+trajectories, the fit window and the observed variables; ``build_model`` turns
+``model:`` into an ``nn.Module`` right-hand side (built-in model types or the
+user's own classes); ``match_variables`` puts the data's variables in the
+model's order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..datasets import Trajectories, TrajectoryFile, read_trajectories, simulate
-from ..models import MLP, Hybrid, NBodyGravity
+from ..models import Hybrid
 from ..odeint import solve
 from .config import Config, ModelConfig
+from .config_arguments import parameters_of, plain_defaults
+from .config_schema import _Component
 from .distributed import unwrap
 
 
@@ -31,9 +36,11 @@ class Problem:
     """The data of a fit, on the run's device and in its dtype.
 
     Attributes:
-        data: the trajectories as read from the file (numpy, all times).
+        data: the trajectories as read from the file (numpy, all times), with the
+            variables in the model's order.
+        path: the trajectory file.
         time: all times from the start of the fit window on, ``(T,)`` float64.
-        state: the trajectories at those times, ``(N, T, D)``.
+        state: the trajectories at those times, ``(N, T, D)`` (0 where not observed).
         mask: True where observed and where the loss looks, ``(N, T, D)`` bool.
         n_fit: how many of the ``T`` times lie in the fit window.
         ids: each trajectory's index in the file, ``(N,)``.
@@ -42,6 +49,7 @@ class Problem:
     """
 
     data: Trajectories
+    path: Path
     time: torch.Tensor
     state: torch.Tensor
     mask: torch.Tensor
@@ -56,6 +64,21 @@ class Problem:
     @property
     def variables(self) -> list[str]:
         return list(self.data.variables)
+
+    @property
+    def first(self) -> int:
+        """Index of the fit window's start among the file's times."""
+        return len(self.data.time) - len(self.time)
+
+    def with_variables(self, names: list[str]) -> Problem:
+        """The same problem with its variables in the order ``names``."""
+        cols = torch.as_tensor([self.variables.index(n) for n in names], device=self.state.device)
+        return replace(
+            self,
+            data=self.data.with_variables(names),
+            state=self.state.index_select(-1, cols),
+            mask=self.mask.index_select(-1, cols),
+        )
 
 
 def ensure_data_file(config: Config) -> Path:
@@ -113,7 +136,10 @@ def fit_window(config: Config, data: Trajectories, path: Path) -> tuple[float, f
 
 def load_problem(config: Config, dtype: torch.dtype, device: torch.device) -> Problem:
     """Read the data a config names (simulating the file first if it is missing and
-    ``data.simulate`` is set) and cut it to the fit window and observed variables."""
+    ``data.simulate`` is set) and cut it to the fit window and observed variables.
+
+    The variables are in the file's order (see :meth:`Problem.with_variables`).
+    """
     path = ensure_data_file(config)
     data = read_selected(config, path)
     start, end = fit_window(config, data, path)
@@ -131,11 +157,6 @@ def load_problem(config: Config, dtype: torch.dtype, device: torch.device) -> Pr
     seen[observed_columns(config, data.variables, path)] = True
     mask &= seen[None, None, :]
     first = int(np.argmax(keep))
-    if not mask[:, first].all():
-        raise FitSetupError(
-            f"{path}: /mask: the state at the start of the fit window (t = {times[first]:g}) "
-            "must be fully observed, since the fit starts from it"
-        )
     ids = (
         list(range(data.n_trajectories))
         if config.data.trajectories is None
@@ -144,6 +165,7 @@ def load_problem(config: Config, dtype: torch.dtype, device: torch.device) -> Pr
     state = np.where(mask, data.state, 0.0)[:, first:]
     return Problem(
         data=data,
+        path=path,
         time=torch.as_tensor(times[first:], dtype=torch.float64),
         state=torch.as_tensor(state, dtype=dtype, device=device),
         mask=torch.as_tensor(mask[:, first:], device=device),
@@ -153,41 +175,140 @@ def load_problem(config: Config, dtype: torch.dtype, device: torch.device) -> Pr
     )
 
 
+# --------------------------------------------------------------------------- the model
+
+
+def _construct(
+    section: str, spec: _Component, supplied: dict[str, Any]
+) -> tuple[nn.Module, _Component]:
+    """Build ``model.<section>`` with the config's arguments, plus those of ``supplied``
+    that its constructor takes and the config leaves out. Returns the module and the
+    section as built (every argument given and every plain default written out)."""
+    target = spec.target()
+    params = parameters_of(target)
+    kwargs = {k: v for k, v in supplied.items() if k in params and k not in spec.arguments}
+    kwargs.update(spec.arguments)
+    label = getattr(target, "__name__", spec.name)
+    try:
+        module = target(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise FitSetupError(f"model.{section} ({label}): {exc}") from exc
+    if not isinstance(module, nn.Module):
+        raise FitSetupError(
+            f"model.{section}: {spec.name} returned a {type(module).__name__}, not an nn.Module"
+        )
+    given = {**plain_defaults(target), **kwargs}
+    record = {k: given[k] for k in params if k in given}  # in the signature's order
+    own = {k: getattr(spec, k) for k in type(spec).model_fields}
+    return module, type(spec).model_validate({**own, **record})
+
+
 def build_model(
     config: ModelConfig, variables: list[str], dtype: torch.dtype, device: torch.device
-) -> Hybrid:
-    """The right-hand side ``model:`` describes, for states with these ``variables``."""
+) -> tuple[Hybrid, ModelConfig]:
+    """The right-hand side ``model:`` describes, for states with these ``variables``,
+    and the section as built (with the arguments filled in from the data).
+
+    Arguments filled in when the class takes them and the config leaves them out:
+    the physics' ``state_size`` (the number of variables); the neural term's
+    ``in_features`` (the same), ``out_features`` (that, or half of it for a
+    second-order physics, whose accelerations the term adds to) and
+    ``final_zero`` (true when there is physics: the hybrid starts as its physics).
+    """
     n = len(variables)
-    physics = None
+    physics = neural = None
+    built: dict[str, Any] = {}
     if config.physics is not None:
-        p = config.physics
-        physics = NBodyGravity(
-            p.n_bodies,
-            dim=p.dim,
-            G=p.G,
-            masses=p.masses.init,
-            learn_masses=p.masses.learn,
-            softening=p.softening,
-        )
-        if physics.state_size != n:
+        physics, built["physics"] = _construct("physics", config.physics, {"state_size": n})
+        size = getattr(physics, "state_size", None)
+        if size is not None and size != n:
             raise FitSetupError(
-                f"model.physics: n_bodies={p.n_bodies}, dim={p.dim} means "
-                f"{physics.state_size} state variables, but the data has {n} "
-                f"({', '.join(variables)})"
+                f"model.physics: {type(physics).__name__} has {size} state variables, but "
+                f"the data has {n} ({', '.join(variables)})"
             )
-    neural = None
     if config.neural is not None:
-        second_order = physics is not None and physics.second_order
-        neural = MLP(
-            n,
-            n // 2 if second_order else n,
-            hidden=tuple(config.neural.hidden),
-            activation=config.neural.activation,
-            # A hybrid starts as its physics; a neural-only model needs a non-zero start.
-            final_zero=physics is not None,
-        )
+        second_order = bool(getattr(physics, "second_order", False))
+        supplied = {
+            "in_features": n,
+            "out_features": n // 2 if second_order else n,
+            "final_zero": physics is not None,
+        }
+        neural, built["neural"] = _construct("neural", config.neural, supplied)
     penalty = 0.0 if config.neural is None else config.neural.penalty
-    return Hybrid(physics, neural, penalty, state_size=n).to(device=device, dtype=dtype)
+    try:
+        model = Hybrid(physics, neural, penalty, state_size=n)
+    except ValueError as exc:
+        raise FitSetupError(f"model: {exc}") from exc
+    return model.to(device=device, dtype=dtype), config.model_copy(update=built)
+
+
+def model_variables(model: nn.Module) -> list[str] | None:
+    """The names a model gives its state's variables, or ``None`` when it cannot say
+    (no ``variable_names()``, or a state size it does not know)."""
+    names = getattr(model, "variable_names", None)
+    if not callable(names):
+        return None
+    try:
+        return list(names())
+    except ValueError:  # the model does not know its state size
+        return None
+
+
+def match_variables(model: nn.Module, problem: Problem) -> tuple[Problem, str | None]:
+    """``problem`` with its variables in the model's order, and a note when they were reordered.
+
+    A model that names its variables is matched by name: the same names in
+    another order are reordered; other names are refused, listing both. A model
+    with default names (``y0, y1, ...``) is matched by position (the count checked).
+
+    Raises:
+        FitSetupError: naming the file and both lists of variables.
+    """
+    names = model_variables(model)
+    have = problem.variables
+    if names is None or names == have:
+        return problem, None
+    if names == [f"y{i}" for i in range(len(names))]:  # default names: by position
+        if len(names) != len(have):
+            raise FitSetupError(
+                f"{problem.path}: /state has {len(have)} variables ({', '.join(have)}) but "
+                f"the model has {len(names)}"
+            )
+        return problem, None
+    if sorted(names) == sorted(have):
+        note = (
+            f"{problem.path}: the variables are in another order than the model's; "
+            f"reordered to the model's: {', '.join(names)}"
+        )
+        return problem.with_variables(names), note
+    missing = [n for n in names if n not in have]
+    extra = [n for n in have if n not in names]
+    raise FitSetupError(
+        f"{problem.path}: /state variables ({', '.join(have)}) do not match the model's "
+        f"({', '.join(names)}): the file lacks {', '.join(missing) or 'none'}; the model "
+        f"lacks {', '.join(extra) or 'none'}"
+    )
+
+
+def check_model_output(model: nn.Module, problem: Problem) -> None:
+    """Evaluate the model once at the first data point: a wrong output shape, or an
+    error the state's shape causes, is reported before the fit starts."""
+    y = problem.state[:1, 0]
+    t = torch.zeros((), dtype=y.dtype, device=y.device) + float(problem.time[0])
+    where = f"a state of shape {tuple(y.shape)} (the variables of {problem.path}: " + (
+        ", ".join(problem.variables) + ")"
+    )
+    try:
+        with torch.no_grad():
+            out = model(t, y)
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        raise FitSetupError(
+            f"model: evaluating it on {where} raised {type(exc).__name__}: {exc}"
+        ) from exc
+    shape = tuple(getattr(out, "shape", ()))
+    if not isinstance(out, torch.Tensor) or shape != tuple(y.shape):
+        got = f"shape {shape}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise FitSetupError(f"model: returned dy/dt of {got} for {where}")
 
 
 class TrainedSystem(nn.Module):
@@ -196,7 +317,7 @@ class TrainedSystem(nn.Module):
     ``initial`` has shape ``(N, D)`` (one row per trajectory) or is ``None``.
     """
 
-    def __init__(self, model: Hybrid, initial: torch.Tensor | None) -> None:
+    def __init__(self, model: nn.Module, initial: torch.Tensor | None) -> None:
         super().__init__()
         self.model = model
         self.initial = None if initial is None else nn.Parameter(initial.clone())
@@ -222,6 +343,16 @@ class TrainedSystem(nn.Module):
         sol = solve(self.model, self.initial_state(state, rows), times, **options)
         self.last_stats = sol.stats
         return sol.ys.transpose(0, 1)
+
+    def regularization(self, pred: torch.Tensor) -> torch.Tensor:
+        """The model's own penalty on predicted states (a hybrid's APHYNITY term), or 0."""
+        penalty = getattr(self.model, "regularization", None)
+        return pred.new_zeros(()) if penalty is None else penalty(None, pred)
+
+    def physical_parameters(self) -> dict[str, Any]:
+        """The model's physical parameters as plain numbers (empty when it has none)."""
+        get = getattr(self.model, "physical_parameters", None)
+        return get() if callable(get) else {}
 
 
 def solver_options(config: Config, **overrides) -> dict:

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .._atomic import write_json
 from .config import Config, config_to_yaml
 from .outputs import extrapolation_scores, predictions_dataset, write_predictions
 from .plots import plot_predictions
@@ -18,13 +17,6 @@ from .problem import Problem, TrainedSystem, solve_batch
 
 #: Trajectories predicted at once when writing outputs (bounds memory on big ensembles).
 PREDICT_BATCH = 256
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as indented JSON, atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 @torch.no_grad()
@@ -58,13 +50,23 @@ def _true_parameter_errors(data, learned: dict) -> dict[str, Any]:
     return out
 
 
-def score_predictions(config: Config, problem: Problem, pred: torch.Tensor, **attrs):
+def roles(system: TrainedSystem, variables: list[str]) -> list[str]:
+    """Each variable's role: positions then velocities for a second-order model
+    (state ``[q, v]``), else ``"state"``."""
+    n = len(variables)
+    if getattr(system.model, "second_order", False) and n % 2 == 0:
+        return ["position"] * (n // 2) + ["velocity"] * (n // 2)
+    return ["state"] * n
+
+
+def score_predictions(
+    config: Config, system: TrainedSystem, problem: Problem, pred: torch.Tensor, **attrs
+):
     """The predictions as an xarray Dataset, and its scores."""
     data = problem.data
-    first = len(data.time) - len(problem.time)
     ds = predictions_dataset(
         problem.time.numpy(),
-        np.asarray(data.state[:, first:], dtype=np.float64),
+        np.asarray(data.state[:, problem.first :], dtype=np.float64),
         pred.detach().cpu().double().numpy(),
         problem.variables,
         fit_start=problem.fit_window[0],
@@ -72,32 +74,30 @@ def score_predictions(config: Config, problem: Problem, pred: torch.Tensor, **at
         time_units=data.time_units,
         state_units=data.state_units,
         config_yaml=config_to_yaml(config),
-        mask=problem.mask.cpu().numpy() if data.mask is not None else None,
+        mask=problem.mask.cpu().numpy() if not bool(problem.mask.all()) else None,
         attrs=attrs,
         trajectory_ids=problem.ids,
+        roles=roles(system, problem.variables),
     )
     return ds, extrapolation_scores(ds)
 
 
 def write_outputs(
-    config: Config, system: TrainedSystem, problem: Problem, run_dir: Path, *, seconds: float
+    config: Config, system: TrainedSystem, problem: Problem, run_dir: Path
 ) -> dict[str, Any]:
-    """Write predictions.nc, metrics.json, params.json and plots/; returns the summary."""
+    """Write predictions.nc, params.json and plots/; returns the summary's scores and
+    parameters (the learned ones, and their errors where the data file has true values)."""
     pred = predict(config, system, problem)
     s = config.solver
     ds, scores = score_predictions(
-        config, problem, pred, method=s.method, grad=s.grad, rtol=s.rtol, atol=s.atol
+        config, system, problem, pred, method=s.method, grad=s.grad, rtol=s.rtol, atol=s.atol
     )
     write_predictions(ds, run_dir / "predictions.nc")
-    params = system.model.physical_parameters()
+    params = system.physical_parameters()
     write_json(run_dir / "params.json", params)
-    summary = {
+    plot_predictions(ds, run_dir / "plots")
+    return {
         **scores,
-        "epochs": config.train.epochs,
-        "seconds": seconds,
         "parameters": params,
         "true_parameters": _true_parameter_errors(problem.data, params),
     }
-    write_json(run_dir / "metrics.json", summary)
-    plot_predictions(ds, run_dir / "plots")
-    return summary

@@ -1,0 +1,368 @@
+"""The one fit loop behind ``physode fit`` and :func:`physode.fit`, for every task.
+
+The runner owns what every fit shares: the run directory, the optimiser and its
+schedule, the epochs and their batches, checkpoints and resume, ``metrics.csv``,
+progress, several processes (DistributedDataParallel) and the stopping rule. A
+:class:`~physode.training.task.Task` supplies the rest: the data and the model,
+one step's loss, an epoch's metrics and the outputs at the end.
+
+A run directory holds::
+
+    config.yaml        the config as run (defaults, the data's window, the model's arguments)
+    metrics.csv        one row per epoch: epoch, the task's columns, evaluations, seconds, lr
+    metrics.json       the summary at the end: the task's scores, epochs, seconds, stopping
+    checkpoints/       last.pt and best.pt (lowest ``task.monitor``), written atomically
+    ...                the task's outputs (predictions.nc, plots/, params.json, ...)
+
+Resume: every epoch seeds its batch order from ``(train.seed, epoch)`` and
+reseeds torch's global generator the same way; the optimiser, schedule and
+stopping states are in the checkpoint, so a resumed fit ends, bit for bit on
+the CPU, where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import nn
+
+from .._atomic import write_json, write_text
+from ..errors import SolverError
+from .checkpoints import BEST, LAST, load_checkpoint, save_checkpoint
+from .config import Config, config_to_yaml, resolve_dtype, resolve_run_dir
+from .distributed import Distributed, join, launched_world, leave, wrap
+from .evaluations import EvaluationCounter
+from .progress import Progress
+from .stopping import StopOnPlateau
+from .task import Task
+from .tasks import make_task
+
+__all__ = [
+    "FitError",
+    "FitResult",
+    "MetricsCSV",
+    "fit",
+    "make_optimizer",
+    "make_schedule",
+    "prepare_run_dir",
+]
+
+
+class FitError(RuntimeError):
+    """A fit that cannot go on (solver failure, non-finite loss, bad run directory)."""
+
+
+class _RankFailure(RuntimeError):
+    """A solve failed on some rank (the message names it)."""
+
+
+@dataclass
+class FitResult:
+    """What a fit returns.
+
+    Attributes:
+        run_dir: the run directory.
+        epochs: the epochs run (fewer than ``train.epochs`` when ``train.stop`` ended the fit).
+        final_loss: the last epoch's loss.
+        parameters: the physical parameters by name, plain numbers (``params.json``).
+        metrics: the summary, as ``metrics.json`` holds it.
+    """
+
+    run_dir: Path
+    epochs: int
+    final_loss: float
+    parameters: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def make_optimizer(config: Config, params) -> torch.optim.Optimizer:
+    train = config.train
+    if train.optimizer == "adam":
+        return torch.optim.Adam(params, lr=train.lr)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=0.9)
+    # torch's default tolerances stop L-BFGS once the loss changes by less than 1e-9 in
+    # absolute terms, which depends on the data's units and ends noise-free physics fits
+    # early (three-body: masses to 1e-5 instead of 1e-6); these stop it only at round-off.
+    return torch.optim.LBFGS(
+        params,
+        lr=train.lr,
+        line_search_fn="strong_wolfe",
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+    )
+
+
+def make_schedule(config: Config, optimizer):
+    s = config.train.schedule
+    if s is None:
+        return None
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config.train.epochs, eta_min=s.eta_min
+        )
+    if s.name == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=s.gamma)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's batch order and of torch's global generator in it."""
+    return seed * 100_003 + epoch
+
+
+class MetricsCSV:
+    """metrics.csv, one row per epoch; on resume, rows after the checkpoint are dropped."""
+
+    def __init__(self, path: Path, fields: list[str], keep_until: int) -> None:
+        self.path, self.fields = path, fields
+        rows = []
+        if keep_until > 0 and path.exists():
+            with open(path, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    try:
+                        if int(row["epoch"]) <= keep_until and None not in row.values():
+                            rows.append(row)
+                    except (KeyError, TypeError, ValueError):
+                        continue  # a row cut short by a kill
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def add(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as fh:
+            # csv writes repr(float): every digit of a float64 survives.
+            csv.DictWriter(fh, self.fields).writerow(row)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def prepare_run_dir(config: Config, run_dir: Path | None, resume: bool) -> Path:
+    run_dir = Path(run_dir) if run_dir is not None else resolve_run_dir(config)
+    last = run_dir / "checkpoints" / LAST
+    if resume:
+        if not last.exists():
+            raise FitError(f"--resume: {run_dir} holds no checkpoint ({last} is missing)")
+    elif last.exists():
+        raise FitError(
+            f"{run_dir} already holds a fit (checkpoints/{LAST}); pass --resume to continue "
+            "it, or choose another run directory with -o"
+        )
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def fit(
+    config: Config,
+    run_dir: Path | None = None,
+    *,
+    resume: bool = False,
+    stream: TextIO | None = sys.stderr,
+    model: nn.Module | None = None,
+) -> FitResult:
+    """Fit what ``config`` describes, writing the run directory as it goes.
+
+    Args:
+        config: a validated config (see :func:`~physode.training.load_config`).
+        run_dir: where to write; default ``output.dir`` or a new timestamped folder.
+        resume: continue from ``run_dir/checkpoints/last.pt``; the result is the
+            same, bit for bit on the CPU, as a run that was never interrupted.
+        stream: where progress goes (``None``: silent).
+        model: a right-hand side given from Python (the config's ``model`` section
+            then only records its class).
+
+    Raises:
+        FitError: the solver failed (the message gives the epoch and the solver's
+            reason; the last good checkpoint is kept), the loss became non-finite,
+            or the run directory does not suit ``resume``.
+        FitSetupError: the data do not suit the config or the model.
+    """
+    task = make_task(config, model)
+    if task.single_process is not None and launched_world() > 1:
+        raise FitError(task.single_process)
+    ctx = join(config.train.device)
+    try:
+        result = _Runner(config, task, ctx, stream).run(run_dir, resume)
+        ctx.barrier()  # no rank tears the group down while another still uses it
+        return result
+    finally:
+        leave(ctx)
+
+
+class _Runner:
+    def __init__(self, config: Config, task: Task, ctx: Distributed, stream) -> None:
+        self.config, self.task, self.ctx = config, task, ctx
+        self.stream = stream if ctx.is_main else None
+
+    def run(self, run_dir: Path | None, resume: bool) -> FitResult:
+        ctx, task, train = self.ctx, self.task, self.config.train
+        # Rank 0 chooses the run directory (a timestamp could differ between ranks) and
+        # alone writes to it.
+        if ctx.is_main:
+            run_dir = prepare_run_dir(self.config, run_dir, resume)
+        run_dir = ctx.broadcast(run_dir)
+        self.run_dir = run_dir
+        torch.manual_seed(train.seed)
+        if not ctx.is_main:
+            ctx.barrier()  # rank 0 may be simulating the data file
+        module = task.setup(ctx.device, resolve_dtype(train.dtype))
+        if ctx.is_main:
+            ctx.barrier()
+            write_text(run_dir / "config.yaml", config_to_yaml(task.config_as_run()))
+        self.counter = EvaluationCounter(task.ode_modules())
+        self.optimizer = make_optimizer(
+            self.config, [p for p in module.parameters() if p.requires_grad]
+        )
+        self.schedule = make_schedule(self.config, self.optimizer)
+        stop = StopOnPlateau(train.stop)
+        progress = Progress(train.epochs, self.stream, train.log_every)
+        for note in task.notes:
+            progress.message(note)
+        start, best, seconds = 0, math.inf, 0.0
+        if resume:
+            ckpt = load_checkpoint(run_dir / "checkpoints" / LAST, ctx.device)
+            module.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.schedule is not None:
+                self.schedule.load_state_dict(ckpt["schedule"])
+            stop.load_state_dict(ckpt["stop"])
+            start, best, seconds = ckpt["epoch"], ckpt["best"], ckpt["seconds"]
+            progress.message(f"resuming {run_dir} after epoch {start}")
+        trained = wrap(module, ctx)
+        fields = ["epoch", *task.metric_fields(), "n_f_evals", "n_f_evals_backward"]
+        fields += ["seconds", "lr"]
+        if ctx.is_main:
+            metrics = MetricsCSV(run_dir / "metrics.csv", fields, start)
+        epoch, loss = start, math.nan
+        while epoch < train.epochs and not stop.stopped:
+            epoch += 1
+            tic = time.perf_counter()
+            totals = self._epoch(trained, epoch)
+            if self.schedule is not None:
+                self.schedule.step()
+            elapsed = time.perf_counter() - tic
+            seconds += elapsed
+            row = {
+                "epoch": epoch,
+                **task.epoch_metrics(totals, module),
+                "n_f_evals": int(totals["n_f_evals"]),
+                "n_f_evals_backward": int(totals["n_f_evals_backward"]),
+                "seconds": elapsed,
+                "lr": self.optimizer.param_groups[0]["lr"],
+            }
+            loss = row["loss"]
+            stop.update(epoch, loss)  # the same on every rank: the loss is the global one
+            if not ctx.is_main:
+                continue
+            metrics.add(row)
+            progress.epoch(epoch, row, task.progress_values(row, module))
+            state = {
+                "epoch": epoch,
+                "model": module.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict() if self.schedule is not None else {},
+                "stop": stop.state_dict(),
+                "best": min(best, row[task.monitor]),
+                "seconds": seconds,
+                "world_size": ctx.world,
+                **task.checkpoint_extra(),
+            }
+            if row[task.monitor] < best:
+                best = row[task.monitor]
+                save_checkpoint(state, run_dir / "checkpoints" / BEST)
+            done = epoch == train.epochs or stop.stopped
+            if epoch % train.checkpoint_every == 0 or done:
+                save_checkpoint(state, run_dir / "checkpoints" / LAST)
+            if stop.stopped:
+                progress.message(f"stopped after epoch {epoch}: {stop.reason()}")
+        self.counter.close()
+        summary: dict[str, Any] = {}
+        if ctx.is_main:
+            summary = task.finish(module, run_dir)
+            summary.update(
+                {
+                    "epochs": epoch,
+                    "seconds": seconds,
+                    "stopped_early": None
+                    if not stop.stopped
+                    else {"epoch": stop.stopped_at, "reason": stop.reason()},
+                }
+            )
+            write_json(run_dir / "metrics.json", summary)
+            progress.message(f"wrote {run_dir}")
+        return FitResult(run_dir, epoch, loss, task.parameters(module), summary)
+
+    def _epoch(self, trained: nn.Module, epoch: int) -> dict[str, float]:
+        """One epoch's optimiser steps; the totals of its steps, summed over the ranks."""
+        seed = epoch_seed(self.config.train.seed, epoch)
+        generator = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # whatever the task draws (samples of a latent state)
+        self.task.begin_epoch(epoch)
+        totals: dict[str, float] = {}
+        checkpoints = self.run_dir / "checkpoints"
+        try:
+            for batch in self.task.batches(epoch, generator):
+                loss = self._step(trained, batch, totals)
+                if not math.isfinite(loss):
+                    raise FitError(
+                        f"epoch {epoch}: the loss is {loss}; lower train.lr or check the "
+                        f"data. The last good checkpoint is kept in {checkpoints}"
+                    )
+        except (SolverError, _RankFailure) as exc:
+            if isinstance(exc, _RankFailure):
+                self.ctx.barrier()  # every rank is here: leave together
+            raise FitError(
+                f"epoch {epoch}: the solver failed: {exc}. The last good checkpoint (epoch "
+                f"{epoch - 1}) is kept in {checkpoints}; fix the config and continue with "
+                "--resume"
+            ) from exc
+        counts = self.counter.take()
+        totals["n_f_evals"], totals["n_f_evals_backward"] = counts["fwd"], counts["bwd"]
+        keys = sorted(totals)  # the same order on every rank
+        return dict(zip(keys, self.ctx.sum([totals[k] for k in keys]), strict=True))
+
+    def _step(self, trained: nn.Module, batch: Any, totals: dict[str, float]) -> float:
+        """One optimiser step on a global batch (this rank computes its part); adds this
+        rank's totals to the epoch's. Returns the global batch's loss."""
+        ctx, task = self.ctx, self.task
+        part, weight = task.shard(batch, ctx)
+        last: dict[str, Any] = {}
+
+        def closure():
+            self.optimizer.zero_grad(set_to_none=True)
+            failure, out = None, None
+            try:
+                with self.counter.counting("fwd"):
+                    out = task.step(trained, part)
+            except SolverError as exc:
+                if not ctx.active:
+                    raise
+                failure = f"rank {ctx.rank}: {exc}"
+            # Every rank learns of a failure before any enters backward's all-reduce.
+            if not ctx.all_ok(failure is None):
+                raise _RankFailure("; ".join(f for f in ctx.gather(failure) if f))
+            # The global batch's loss, the same on every rank (L-BFGS's line search uses
+            # it); where it is not finite no rank steps, and the fit stops after the step.
+            value = ctx.sum([out.loss.item() * weight])[0] / ctx.world
+            if math.isfinite(value):
+                with self.counter.counting("bwd"):
+                    (out.loss * weight).backward()
+            last["out"], last["value"] = out, value
+            return value
+
+        self.optimizer.step(closure)
+        for key, value in last["out"].totals.items():
+            # A rank with no share of the batch adds zeros: every rank holds the same keys.
+            totals[key] = totals.get(key, 0.0) + (value if weight > 0 else 0.0)
+        return last["value"]
