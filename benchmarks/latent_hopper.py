@@ -6,7 +6,7 @@ hopper data set (10 000 trajectories of 200 steps; 100-point windows; the encode
 sees 10 %, 20 % or 50 % of the points; MSE over all 100 points of the test windows,
 in normalised units, reported x 1e-2) with the latent ODE's gradient computed by
 direct backprop ("naive"), the adjoint, or ACA. This script runs the same protocol
-through ``physode fit`` (:func:`physode.training.sequence.fit_sequence`) for each
+through ``physode fit`` (the sequence task, :mod:`physode.training.sequence_task`) for each
 (gradient method, observed fraction) cell and prints our number next to the
 published one. MALI runs with the ALF solver (``solver.method=alf``), the others
 with dopri5; everything else is the config's.

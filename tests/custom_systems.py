@@ -4,10 +4,11 @@
 The tests copy this file next to their configs and name its classes as
 ``custom_systems.py:SIR``; the Python route imports it.
 
-    dS/dt = -beta S I,   dI/dt = beta S I - gamma I - v I,   dR/dt = (gamma + v) I
+    dS/dt = -beta S I + w R,   dI/dt = beta S I - gamma I,   dR/dt = gamma I - w R
 
-``v`` (an isolation rate) is in the simulated data only when asked for: the SIR
-physics then misses it, and a neural term can learn it.
+Waning immunity ``w`` is in the simulated data only when asked for: the SIR
+physics cannot express it (no term of it moves R back to S), and a neural term
+can learn it.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def simulate(
     n_trajectories: int = 3,
     n_times: int = 41,
     t_end: float = 40.0,
-    isolation: float = 0.0,
+    waning: float = 0.0,
     order: tuple[str, ...] = ("S", "I", "R"),
     seed: int = 0,
 ) -> Trajectories:
@@ -69,8 +70,8 @@ def simulate(
     t = np.linspace(0.0, t_end, n_times)
 
     def rhs(_, y):
-        s, i, _r = y
-        return [-BETA * s * i, BETA * s * i - (GAMMA + isolation) * i, (GAMMA + isolation) * i]
+        s, i, r = y
+        return [-BETA * s * i + waning * r, BETA * s * i - GAMMA * i, GAMMA * i - waning * r]
 
     infected = rng.uniform(0.01, 0.05, size=n_trajectories)
     starts = np.stack([1.0 - infected, infected, np.zeros_like(infected)], axis=1)

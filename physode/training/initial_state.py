@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Samples of a position used for the finite-difference slope (a quadratic through three).
-SLOPE_SAMPLES = 3
+#: Samples of a position used for the finite-difference slope (a cubic through four).
+SLOPE_SAMPLES = 4
 
 
 def _slope(t: np.ndarray, q: np.ndarray) -> float:
     """d q / d t at ``t[0]`` (= the window's start, 0 after shifting) of the interpolating
     polynomial through the (up to three) samples."""
-    degree = min(len(t) - 1, 2)
+    degree = min(len(t) - 1, 3)
     return float(np.polynomial.polynomial.polyfit(t, q, degree)[1])
 
 
