@@ -480,6 +480,33 @@ def test_bad_references_and_arguments_are_one_line_errors(tmp_path, edit, messag
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_an_importable_module_is_named_as_package_module(tmp_path):
+    # The tests' folder is on sys.path: custom_systems imports as a module.
+    text = CONFIG.replace("custom_systems.py:SIR", "custom_systems:SIR")
+    config = user_folder(tmp_path, text)
+    result = run_cli("fit", config, "-o", tmp_path / "run", "-q")
+    assert result.exit_code == 0, result.output
+    assert load_config(tmp_path / "run" / "config.yaml").model.physics.name == "custom_systems:SIR"
+    assert max(relative_errors(json.loads((tmp_path / "run" / "params.json").read_text()))) < 1e-4
+
+
+def test_a_simulator_must_return_trajectories(tmp_path):
+    config = user_folder(tmp_path, CONFIG.replace("custom_systems.py:simulate", "numpy:zeros"))
+    config.write_text(
+        config.read_text().replace("data:\n", "data:\n  simulate_options: {shape: 3}\n")
+    )
+    result = run_cli("fit", config, "-o", tmp_path / "run")
+    assert result.exit_code != 0
+    assert "returned a ndarray, not physode.datasets.Trajectories" in result.output
+
+
+def test_a_python_record_excludes_a_described_model(tmp_path):
+    text = CONFIG.replace("model:\n", "model:\n  python: mine:Model\n")
+    result = run_cli("fit", user_folder(tmp_path, text), "-o", tmp_path / "run")
+    assert result.exit_code != 0
+    assert "model.python: records a model from Python: set model.physics to null" in result.output
+
+
 @pytest.mark.parametrize(
     ("source", "message"),
     [

@@ -21,6 +21,7 @@ from pydantic import (
 
 from ..datasets import SIMULATORS
 from ..gradients import GRADIENT_METHODS
+from ..models.latent import SEQUENCE_MODELS
 from ..models.neural import ACTIVATIONS as _MLP_ACTIVATIONS
 from ..models.registry import NEURAL, PHYSICS
 from ..registry import CodeReferenceError, Registry
@@ -245,7 +246,7 @@ class NeuralConfig(_Component):
 
 #: The sequence models of ``model.latent.kind`` (those of
 #: :data:`physode.models.latent.SEQUENCE_MODELS`).
-SEQUENCE_KINDS = ("latent_ode", "ode_rnn", "gru")
+SEQUENCE_KINDS = tuple(SEQUENCE_MODELS)
 
 # The keys of `model.latent` only some kinds read, with the default each is
 # given where it is read and left out. Where a kind does not read a key, the

@@ -229,30 +229,25 @@ class _Runner:
         progress = Progress(train.epochs, self.stream, train.log_every)
         for note in task.notes:
             progress.message(note)
-        start, best, seconds = 0, math.inf, 0.0
+        # What a checkpoint restores besides the module, optimiser and schedule.
+        self.state = {"epoch": 0, "best": math.inf, "seconds": 0.0, "loss": math.nan}
         if resume:
-            ckpt = load_checkpoint(run_dir / "checkpoints" / LAST, ctx.device)
-            module.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            if self.schedule is not None:
-                self.schedule.load_state_dict(ckpt["schedule"])
-            stop.load_state_dict(ckpt["stop"])
-            start, best, seconds = ckpt["epoch"], ckpt["best"], ckpt["seconds"]
-            progress.message(f"resuming {run_dir} after epoch {start}")
+            self._restore(module, stop)
+            progress.message(f"resuming {run_dir} after epoch {self.state['epoch']}")
         trained = wrap(module, ctx)
         fields = ["epoch", *task.metric_fields(), "n_f_evals", "n_f_evals_backward"]
         fields += ["seconds", "lr"]
         if ctx.is_main:
-            metrics = MetricsCSV(run_dir / "metrics.csv", fields, start)
-        epoch, loss = start, math.nan
-        while epoch < train.epochs and not stop.stopped:
-            epoch += 1
+            metrics = MetricsCSV(run_dir / "metrics.csv", fields, self.state["epoch"])
+        state = self.state
+        while state["epoch"] < train.epochs and not stop.stopped:
+            epoch = state["epoch"] = state["epoch"] + 1
             tic = time.perf_counter()
             totals = self._epoch(trained, epoch)
             if self.schedule is not None:
                 self.schedule.step()
             elapsed = time.perf_counter() - tic
-            seconds += elapsed
+            state["seconds"] += elapsed
             row = {
                 "epoch": epoch,
                 **task.epoch_metrics(totals, module),
@@ -261,47 +256,58 @@ class _Runner:
                 "seconds": elapsed,
                 "lr": self.optimizer.param_groups[0]["lr"],
             }
-            loss = row["loss"]
-            stop.update(epoch, loss)  # the same on every rank: the loss is the global one
+            state["loss"] = row["loss"]
+            stop.update(epoch, row["loss"])  # the same on every rank: the loss is global
             if not ctx.is_main:
                 continue
             metrics.add(row)
             progress.epoch(epoch, row, task.progress_values(row, module))
-            state = {
-                "epoch": epoch,
-                "model": module.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict() if self.schedule is not None else {},
-                "stop": stop.state_dict(),
-                "best": min(best, row[task.monitor]),
-                "seconds": seconds,
-                "world_size": ctx.world,
-                **task.checkpoint_extra(),
-            }
-            if row[task.monitor] < best:
-                best = row[task.monitor]
-                save_checkpoint(state, run_dir / "checkpoints" / BEST)
-            done = epoch == train.epochs or stop.stopped
-            if epoch % train.checkpoint_every == 0 or done:
-                save_checkpoint(state, run_dir / "checkpoints" / LAST)
+            self._checkpoint(module, stop, row[task.monitor])
             if stop.stopped:
                 progress.message(f"stopped after epoch {epoch}: {stop.reason()}")
         self.counter.close()
         summary: dict[str, Any] = {}
         if ctx.is_main:
             summary = task.finish(module, run_dir)
-            summary.update(
-                {
-                    "epochs": epoch,
-                    "seconds": seconds,
-                    "stopped_early": None
-                    if not stop.stopped
-                    else {"epoch": stop.stopped_at, "reason": stop.reason()},
-                }
+            summary["epochs"], summary["seconds"] = state["epoch"], state["seconds"]
+            summary["stopped_early"] = (
+                {"epoch": stop.stopped_at, "reason": stop.reason()} if stop.stopped else None
             )
             write_json(run_dir / "metrics.json", summary)
             progress.message(f"wrote {run_dir}")
-        return FitResult(run_dir, epoch, loss, task.parameters(module), summary)
+        parameters = task.parameters(module)
+        return FitResult(run_dir, state["epoch"], state["loss"], parameters, summary)
+
+    def _restore(self, module: nn.Module, stop: StopOnPlateau) -> None:
+        ckpt = load_checkpoint(self.run_dir / "checkpoints" / LAST, self.ctx.device)
+        module.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.schedule is not None:
+            self.schedule.load_state_dict(ckpt["schedule"])
+        stop.load_state_dict(ckpt["stop"])
+        self.state = {k: ckpt[k] for k in self.state}
+
+    def _checkpoint(self, module: nn.Module, stop: StopOnPlateau, monitored: float) -> None:
+        """``best.pt`` when the epoch's ``task.monitor`` is the lowest yet; ``last.pt``
+        every ``train.checkpoint_every`` epochs and at the end."""
+        train, state = self.config.train, self.state
+        improved = monitored < state["best"]
+        state["best"] = min(state["best"], monitored)
+        ckpt = {
+            **state,
+            "model": module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict() if self.schedule is not None else {},
+            "stop": stop.state_dict(),
+            "world_size": self.ctx.world,
+            **self.task.checkpoint_extra(),
+        }
+        folder = self.run_dir / "checkpoints"
+        if improved:
+            save_checkpoint(ckpt, folder / BEST)
+        epoch = state["epoch"]
+        if epoch % train.checkpoint_every == 0 or epoch == train.epochs or stop.stopped:
+            save_checkpoint(ckpt, folder / LAST)
 
     def _epoch(self, trained: nn.Module, epoch: int) -> dict[str, float]:
         """One epoch's optimiser steps; the totals of its steps, summed over the ranks."""

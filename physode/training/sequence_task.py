@@ -26,6 +26,7 @@ from .._atomic import write_json
 from ..models.latent import kl_annealing
 from .config import config_to_yaml
 from .outputs import predictions_dataset, write_predictions
+from .problem import FitSetupError
 from .sequence import (
     TEST_SEED,
     build_sequence_model,
@@ -49,7 +50,7 @@ class SequenceTask(Task):
 
     def setup(self, device: torch.device, dtype: torch.dtype) -> nn.Module:
         if self.given_model is not None:
-            raise ValueError(
+            raise FitSetupError(
                 "model: physode.fit takes a right-hand side f(t, y); fit a sequence model "
                 "through a config with model.latent"
             )
