@@ -111,11 +111,11 @@ def test_physode_fit_checks_its_arguments_like_the_config(tmp_path):
         physode.fit(SIR(), data, solver={"rtol": -1.0}, run_dir=tmp_path / "r")
     with pytest.raises(ConfigError, match=r"data.fit_window: must be \[start, end\]"):
         physode.fit(SIR(), data, data={"fit_window": [5, 1]}, run_dir=tmp_path / "r")
-    with pytest.raises(ValueError, match="model: expected an nn.Module"):
+    with pytest.raises(ValueError, match=r"model: expected an nn\.Module"):
         physode.fit(lambda t, y: -y, data)
     with pytest.raises(ValueError, match="give the file once"):
         physode.fit(SIR(), data, data={"path": str(data)})
-    with pytest.raises(ConfigError, match="data.path: missing required key"):
+    with pytest.raises(ConfigError, match=r"data\.path: missing required key"):
         physode.fit(SIR())
 
 
@@ -434,19 +434,23 @@ def test_metrics_csv_keeps_every_digit_of_vector_parameters(tmp_path):
         ),
         (
             ("custom_systems.py:SIR", "custom_systems.py:SRI"),
-            "custom_systems.py has no 'SRI' (did you mean 'SIR'?); it defines Correction, NotAModule, SIR, simulate",
+            "custom_systems.py has no 'SRI' (did you mean 'SIR'?); "
+            "it defines Correction, NotAModule, SIR, simulate",
         ),
         (
             ("custom_systems.py:SIR", "custom_systems.py:NotAModule"),
-            "model.physics.name: custom_systems.py:NotAModule: NotAModule is not an nn.Module subclass",
+            "model.physics.name: custom_systems.py:NotAModule: "
+            "NotAModule is not an nn.Module subclass",
         ),
         (
             ("custom_systems.py:SIR", "no_such_package.models:SIR"),
-            "cannot load 'no_such_package.models:SIR': cannot import module 'no_such_package.models'",
+            "cannot load 'no_such_package.models:SIR': "
+            "cannot import module 'no_such_package.models'",
         ),
         (
             ("beta: 0.3", "betta: 0.3"),
-            "model.physics.betta: unknown argument of SIR (did you mean 'beta'?); its arguments: beta, gamma (line 5)",
+            "model.physics.betta: unknown argument of SIR (did you mean 'beta'?); "
+            "its arguments: beta, gamma (line 5)",
         ),
         (
             ("beta: 0.3", "beta: fast"),

@@ -69,7 +69,7 @@ def test_reference_errors(tmp_path, reference, message):
 
 def test_the_model_registries_refuse_what_is_not_a_module(tmp_path):
     (tmp_path / "m.py").write_text("class Plain:\n    pass\n\nVALUE = 3\n")
-    with pytest.raises(ValueError, match="Plain is not an nn.Module subclass"):
+    with pytest.raises(ValueError, match=r"Plain is not an nn\.Module subclass"):
         PHYSICS.resolve("m.py:Plain", tmp_path)
     with pytest.raises(ValueError, match="names a int, not a class or a function"):
         NEURAL.resolve("m.py:VALUE", tmp_path)
@@ -100,8 +100,11 @@ def test_check_arguments_validates_against_the_hints():
     assert at == "simulate_options.rate"
 
 
+SENTINEL = object()
+
+
 def test_plain_defaults_are_what_yaml_can_hold():
-    def f(a, b=1.5, c=(1, 2), d=None, e=object()):
+    def f(a, b=1.5, c=(1, 2), d=None, e=SENTINEL):
         """."""
 
     assert plain_defaults(f) == {"b": 1.5, "c": [1, 2], "d": None}
