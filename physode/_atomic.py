@@ -17,7 +17,10 @@ from typing import Any
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path to write ``path``'s new content to; on leaving the block it is
     synced and renamed over ``path`` (on an error, removed). The writer creates the
-    file itself, so it gets the usual permissions (``mkstemp`` would make it private)."""
+    file itself, so it gets the usual permissions (``mkstemp`` would make it private).
+
+    An ``OSError`` (no space, read-only, ...) names ``path``, not the temporary file.
+    """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -28,6 +31,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         finally:
             os.close(fd)
         os.replace(tmp, target)
+    except OSError as exc:
+        # Said of the file being written, not of its temporary name.
+        raise type(exc)(exc.errno, exc.strerror, str(target)) from exc
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -13,6 +13,8 @@ can learn it.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from scipy.integrate import solve_ivp
@@ -39,6 +41,15 @@ class SIR(Physics):
         s, i = y[..., 0], y[..., 1]
         infection, recovery = self.beta * s * i, self.gamma * i
         return torch.stack([-infection, infection - recovery, recovery], dim=-1)
+
+
+class FragileSIR(SIR):
+    """SIR whose derivative is NaN while the environment variable ``SIR_BREAK`` is 1: a
+    solver failure a test can switch on between two runs."""
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = super().forward(t, y)
+        return out * float("nan") if os.environ.get("SIR_BREAK") == "1" else out
 
 
 class Correction(nn.Module):

@@ -435,7 +435,7 @@ def test_metrics_csv_keeps_every_digit_of_vector_parameters(tmp_path):
         (
             ("custom_systems.py:SIR", "custom_systems.py:SRI"),
             "custom_systems.py has no 'SRI' (did you mean 'SIR'?); "
-            "it defines Correction, NotAModule, SIR, simulate",
+            "it defines Correction, FragileSIR, NotAModule, SIR, simulate",
         ),
         (
             ("custom_systems.py:SIR", "custom_systems.py:NotAModule"),

@@ -205,3 +205,38 @@ def test_min_step_too_large_for_the_tolerance():
     assert abs(err.h) == pytest.approx(0.1)
     assert err.n_steps >= 1
     assert "min_step" in str(err)
+
+
+# ---------------------------------------------------------------------------- scale-safe norms
+
+
+def test_states_of_very_different_sizes_solve():
+    # y' = (y1, -y0) from (1, 1e300): the squares of the scaled norms overflowed float64
+    # and the initial-step heuristic divided by a zero step.
+    t = torch.linspace(0.0, 2.0, 5, dtype=torch.float64)
+    ys = physode.odeint(
+        lambda t, y: torch.stack([y[1], -y[0]]), torch.tensor([1.0, 1e300], dtype=torch.float64), t
+    )
+    exact = torch.stack([torch.cos(t) + 1e300 * torch.sin(t), -torch.sin(t) + 1e300 * torch.cos(t)])
+    assert ((ys.T - exact).abs() / 1e300).max() < 1e-5
+
+
+def test_a_large_derivative_in_float32_is_not_a_step_underflow():
+    # y' = 1e12 from y = 0 in float32: the scaled derivative's square (1e40) overflowed
+    # float32 and the heuristic proposed a zero first step.
+    sol = physode.solve(
+        lambda t, y: torch.full_like(y, 1e12), torch.zeros(2), torch.linspace(0, 1, 3)
+    )
+    torch.testing.assert_close(sol.ys[:, 0], torch.tensor([0.0, 5e11, 1e12]), rtol=1e-6, atol=0.0)
+    assert sol.stats.n_rejected == 0
+
+
+def test_the_scale_safe_rms_matches_the_plain_one_where_both_are_finite():
+    from physode.solvers.controller import rms
+
+    x = torch.randn(1000, dtype=torch.float64)
+    torch.testing.assert_close(rms(x), x.square().mean().sqrt(), rtol=1e-14, atol=0)
+    assert rms(torch.zeros(3)) == 0.0
+    big = torch.tensor([1e30, -1e30, 0.0, 0.0], dtype=torch.float32)  # squares overflow float32
+    assert rms(big).item() == pytest.approx(1e30 / 2**0.5, rel=1e-6)
+    assert not torch.isfinite(rms(torch.tensor([1.0, float("inf")])))

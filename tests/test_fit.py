@@ -309,23 +309,33 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     )
 
 
-def test_a_solver_failure_stops_the_fit_with_its_epoch(tmp_path):
-    # Two epochs run; the third is given too few steps (through a resume with a
-    # tighter max_steps), so it stops there and keeps epoch 2's checkpoint.
+def test_a_resume_that_changes_the_fit_is_refused_and_changes_nothing(tmp_path):
     config = write_config(tmp_path, epochs=3, optimizer="adam", lr=0.01, n_times=41)
     run = tmp_path / "run"
     first = CliRunner().invoke(
         main, ["fit", str(config), "-o", str(run), "-q", "--set", "train.epochs=2"]
     )
     assert first.exit_code == 0, first.output
-    result = CliRunner().invoke(
-        main, ["fit", str(config), "-o", str(run), "-q", "--resume", "--set", "solver.max_steps=3"]
-    )
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    args = ["--set", "solver.max_steps=3", "--set", "train.lr=0.5"]
+    result = CliRunner().invoke(main, ["fit", str(config), "-o", str(run), "-q", "--resume", *args])
     assert result.exit_code != 0
-    assert "epoch 3" in result.output and "max_steps=3" in result.output
+    assert (
+        "--resume: the config differs from the run's: solver.max_steps: null -> 3; "
+        "train.lr: 0.01 -> 0.5. A resume may change only train.epochs, train.log_every, "
+        "train.checkpoint_every" in result.output
+    )
     assert "Traceback" not in result.output
-    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["epoch"] == 2
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before
+    # More epochs is a change a resume may make: applied, and recorded with its epoch.
+    more = CliRunner().invoke(main, ["fit", str(config), "-o", str(run), "-q", "--resume"])
+    assert more.exit_code == 0, more.output
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 3
+    (record,) = json.loads((run / "resumes.json").read_text())
+    assert record["after_epoch"] == 2 and record["from"] == "last.pt"
+    assert record["changes"] == {"train.epochs": [2, 3]}
+    assert load_config(run / "config.yaml").train.epochs == 3
 
 
 def test_float32_fit_recovers_the_masses(tmp_path):

@@ -14,6 +14,11 @@ from ..solvers import METHODS
 
 
 def _fail(exc: Exception) -> click.ClickException:
+    """A one-line error: what physode says, or an OS error's path and reason."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        from ..training.run_dir import os_reason
+
+        return click.ClickException(os_reason(exc))
     return click.ClickException(str(exc))
 
 
@@ -87,6 +92,7 @@ def fit(
         sys.exit(subprocess.call(launcher))
     from ..errors import SolverError
     from ..training import ConfigError, config_to_yaml, load_config
+    from ..training.interrupts import FitInterrupted
     from ..training.problem import FitSetupError
     from ..training.runner import FitError
     from ..training.runner import fit as run_fit
@@ -97,12 +103,16 @@ def fit(
             click.echo(config_to_yaml(config), nl=False)
             return
         result = run_fit(config, run_dir, resume=resume, stream=None if quiet else sys.stderr)
+    except FitInterrupted as exc:
+        click.echo(_interrupted(exc, config_file, overrides), err=True)
+        sys.exit(exc.exit_code)
     except (ConfigError, FitError, FitSetupError, TrajectoryFormatError, SolverError) as exc:
         raise _fail(exc) from None
     # physode raises ValueError for bad input (a device this machine lacks, ...), naming
-    # the setting at fault, and ImportError for a missing optional extra (MuJoCo for
-    # data.simulate: hopper): a one-line error, not a traceback.
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as exc:
+    # the setting at fault, ImportError for a missing optional extra (MuJoCo for
+    # data.simulate: hopper) and OSError where the disk refuses (read-only, full): a
+    # one-line error, not a traceback.
+    except (OSError, ValueError, ImportError) as exc:
         raise _fail(exc) from None
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -111,6 +121,22 @@ def fit(
     for name, value in result.parameters.items():
         click.echo(f"learned {name}: {value}")
     _echo_scores(summary)
+
+
+def _interrupted(exc, config_file: Path, overrides: tuple[str, ...]) -> str:
+    """Where an interrupted fit stands, and the command that continues it."""
+    if exc.run_dir is None:
+        return f"interrupted by {exc.name} before the fit started; nothing was written"
+    saved = (
+        f"checkpoints/last.pt holds epoch {exc.saved_epoch}"
+        if exc.saved_epoch
+        else "no epoch was saved yet"
+    )
+    sets = "".join(f" --set {o}" for o in overrides)
+    return (
+        f"interrupted by {exc.name} during epoch {exc.epoch}; {saved} in {exc.run_dir}. "
+        f"Continue with: physode fit {config_file} -o {exc.run_dir}{sets} --resume"
+    )
 
 
 @click.command()
@@ -165,8 +191,10 @@ def evaluate(
             step_size=step_size,
             checkpoint=checkpoint,
         )
-    except (ConfigError, SolverError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, SolverError, ValueError, OSError) as exc:
         raise _fail(exc) from None
+    for note in result.get("notes", []):
+        click.echo(note, err=True)
     s = result["solver"]
     click.echo(f"solver: {s['method']} ({s['grad']}) rtol={s['rtol']:g} atol={s['atol']:g}")
     _echo_scores(result)
@@ -190,11 +218,22 @@ def plot(run_dir: Path, trajectory: int) -> None:
     path = run_dir / "predictions.nc"
     if not path.exists():
         raise click.ClickException(f"{path}: missing (the fit did not finish?)")
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        if not 0 <= trajectory < ds.sizes["trajectory"]:
-            raise click.ClickException(
-                f"--trajectory: {trajectory} is out of range (0..{ds.sizes['trajectory'] - 1})"
-            )
-        files = plot_predictions(ds.load(), run_dir / "plots", trajectory=trajectory)
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            ds = ds.load()
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.ClickException(
+            f"{path}: cannot be read as a predictions dataset ({exc})"
+        ) from None
+    if "trajectory" not in ds.sizes or not {"true", "predicted"} <= set(ds.data_vars):
+        raise click.ClickException(f"{path}: not a physode predictions dataset")
+    if not 0 <= trajectory < ds.sizes["trajectory"]:
+        raise click.ClickException(
+            f"--trajectory: {trajectory} is out of range (0..{ds.sizes['trajectory'] - 1})"
+        )
+    try:
+        files = plot_predictions(ds, run_dir / "plots", trajectory=trajectory)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _fail(exc) from None
     for f in files:
         click.echo(str(f))

@@ -21,7 +21,7 @@ import torch
 
 from ..errors import SolverError
 from .base import Solver, StepFunction
-from .controller import PIController, error_ratio, initial_step
+from .controller import PIController, error_ratio, initial_step, safe_error_ratio
 
 DEFAULT_MAX_STEPS = 100_000
 
@@ -435,6 +435,10 @@ def _adaptive_steps(solver, func, state, times, outputs, options, stats, recorde
         nonfinite_trial = not finite
         if nonfinite_trial:
             ratio = math.inf
+        elif math.isinf(ratio):  # the squares overflowed, not the error: its true size
+            ratio = safe_error_ratio(
+                result.error, state[0], result.state[0], options.rtol, options.atol
+            )
         accepted, h_next = controller.propose(abs(h), ratio)
         if not accepted:
             stats.n_rejected += 1

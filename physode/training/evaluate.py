@@ -65,7 +65,7 @@ def evaluate_run(
     """Scores of the model in ``run_dir`` predicted with the given solver settings.
 
     Unset settings keep the run's. The result (the task's scores, the solver used)
-    is also written to ``run_dir/evaluations/<method>-rtol<rtol>-atol<atol>.json``.
+    is also written to ``run_dir/evaluations/<method>-rtol<rtol>-atol<atol>-<checkpoint>.json``.
     ``model`` is the model of a run made by :func:`physode.fit` with a model object
     (its config only records the class); the checkpoint's weights are loaded into it.
     """
@@ -88,9 +88,12 @@ def evaluate_run(
     )
     scores = task.evaluate(module)
     result = {**scores, "solver": chosen, "trained_with": s.model_dump(), "checkpoint": checkpoint}
+    if task.notes:
+        result["notes"] = list(task.notes)
     name = f"{chosen['method']}-rtol{chosen['rtol']:g}-atol{chosen['atol']:g}"
     if chosen["step_size"] is not None:
         name += f"-h{chosen['step_size']:g}"
+    name += f"-{Path(checkpoint).stem}"  # best.pt and last.pt do not overwrite each other
     (run_dir / "evaluations").mkdir(exist_ok=True)
     write_json(run_dir / "evaluations" / f"{name}.json", result)
     return result

@@ -23,11 +23,14 @@ the CPU, where an uninterrupted one does.
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,11 +39,21 @@ from torch import nn
 
 from .._atomic import write_json, write_text
 from ..errors import SolverError
-from .checkpoints import BEST, LAST, load_checkpoint, save_checkpoint
-from .config import Config, config_to_yaml, resolve_dtype, resolve_run_dir
+from .checkpoints import BEST, LAST, PREVIOUS, CheckpointError, load_with_fallback, save_checkpoint
+from .config import (
+    Config,
+    ConfigError,
+    config_to_yaml,
+    load_config,
+    resolve_dtype,
+    resolve_run_dir,
+)
 from .distributed import Distributed, join, launched_world, leave, wrap
 from .evaluations import EvaluationCounter
+from .interrupts import FitInterrupted, Interrupts
 from .progress import Progress
+from .resume import check_resume
+from .run_dir import RunDirectory, RunDirectoryError, os_reason
 from .stopping import StopOnPlateau
 from .task import Task
 from .tasks import make_task
@@ -52,7 +65,6 @@ __all__ = [
     "fit",
     "make_optimizer",
     "make_schedule",
-    "prepare_run_dir",
 ]
 
 
@@ -116,6 +128,15 @@ def make_schedule(config: Config, optimizer):
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=s.gamma)
 
 
+def _digest(path: Path) -> str:
+    """SHA-256 of a file's content, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of an epoch's batch order and of torch's global generator in it."""
     return seed * 100_003 + epoch
@@ -148,21 +169,6 @@ class MetricsCSV:
             os.fsync(fh.fileno())
 
 
-def prepare_run_dir(config: Config, run_dir: Path | None, resume: bool) -> Path:
-    run_dir = Path(run_dir) if run_dir is not None else resolve_run_dir(config)
-    last = run_dir / "checkpoints" / LAST
-    if resume:
-        if not last.exists():
-            raise FitError(f"--resume: {run_dir} holds no checkpoint ({last} is missing)")
-    elif last.exists():
-        raise FitError(
-            f"{run_dir} already holds a fit (checkpoints/{LAST}); pass --resume to continue "
-            "it, or choose another run directory with -o"
-        )
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return run_dir
-
-
 def fit(
     config: Config,
     run_dir: Path | None = None,
@@ -185,15 +191,18 @@ def fit(
     Raises:
         FitError: the solver failed (the message gives the epoch and the solver's
             reason; the last good checkpoint is kept), the loss became non-finite,
-            or the run directory does not suit ``resume``.
+            the run directory cannot be used (in use, holds other files, ...), a
+            resume changes what it may not, or a write failed (the path and why).
         FitSetupError: the data do not suit the config or the model.
+        FitInterrupted: SIGINT or SIGTERM (where the fit stood is in its attributes).
     """
     task = make_task(config, model)
     if task.single_process is not None and launched_world() > 1:
         raise FitError(task.single_process)
     ctx = join(config.train.device)
     try:
-        result = _Runner(config, task, ctx, stream).run(run_dir, resume)
+        with Interrupts().installed() as interrupts:
+            result = _Runner(config, task, ctx, stream, interrupts).run(run_dir, resume)
         ctx.barrier()  # no rank tears the group down while another still uses it
         return result
     finally:
@@ -201,44 +210,89 @@ def fit(
 
 
 class _Runner:
-    def __init__(self, config: Config, task: Task, ctx: Distributed, stream) -> None:
+    def __init__(self, config: Config, task: Task, ctx: Distributed, stream, interrupts) -> None:
         self.config, self.task, self.ctx = config, task, ctx
         self.stream = stream if ctx.is_main else None
+        self.interrupts = interrupts
+        # What a checkpoint holds besides the module, optimiser and schedule states.
+        self.state: dict[str, Any] = {"epoch": 0, "best": math.inf, "seconds": 0.0}
+        self.state["loss"] = math.nan
+        self.saved_epoch = 0
 
     def run(self, run_dir: Path | None, resume: bool) -> FitResult:
-        ctx, task, train = self.ctx, self.task, self.config.train
+        """Lock the run directory (rank 0), fit, and release it; a set-up that fails
+        leaves no folder it created."""
+        ctx = self.ctx
+        directory = None
         # Rank 0 chooses the run directory (a timestamp could differ between ranks) and
         # alone writes to it.
         if ctx.is_main:
-            run_dir = prepare_run_dir(self.config, run_dir, resume)
-        run_dir = ctx.broadcast(run_dir)
-        self.run_dir = run_dir
+            path = Path(run_dir) if run_dir is not None else resolve_run_dir(self.config)
+            try:
+                directory = RunDirectory.open(path, resume=resume)
+            except RunDirectoryError as exc:
+                raise FitError(str(exc)) from None
+        self.run_dir = ctx.broadcast(directory.path if directory else None)
+        try:
+            return self._run(directory, resume)
+        except FitInterrupted as exc:
+            exc.run_dir, exc.epoch, exc.saved_epoch = (
+                self.run_dir,
+                self.state["epoch"],
+                self.saved_epoch,
+            )
+            raise
+        except OSError as exc:
+            raise FitError(f"{os_reason(exc)}. {self._kept()}") from exc
+        finally:
+            if directory is not None:
+                directory.release()
+
+    def _kept(self) -> str:
+        if not self.saved_epoch:
+            return "No checkpoint was written"
+        return (
+            f"The last good checkpoint (epoch {self.saved_epoch}) is kept in "
+            f"{self.run_dir / 'checkpoints'}"
+        )
+
+    def _run(self, directory: RunDirectory | None, resume: bool) -> FitResult:
+        ctx, task, train = self.ctx, self.task, self.config.train
         torch.manual_seed(train.seed)
         if not ctx.is_main:
             ctx.barrier()  # rank 0 may be simulating the data file
         module = task.setup(ctx.device, resolve_dtype(train.dtype))
         if ctx.is_main:
             ctx.barrier()
-            write_text(run_dir / "config.yaml", config_to_yaml(task.config_as_run()))
-        self.counter = EvaluationCounter(task.ode_modules())
+        config = task.config_as_run()
+        # The data file's content, so that a resume on another file of the same name is refused.
+        self.state["data_sha256"] = _digest(Path(config.data.path)) if ctx.is_main else None
         self.optimizer = make_optimizer(
             self.config, [p for p in module.parameters() if p.requires_grad]
         )
         self.schedule = make_schedule(self.config, self.optimizer)
         stop = StopOnPlateau(train.stop)
+        if resume:
+            ckpt, used, changes = self._resume_point(config)
+            self._restore(ckpt, module, stop)
+        # Nothing in the run directory changes before here, where the fit is known to start.
+        if ctx.is_main:
+            directory.start()
+            if not resume or changes:
+                write_text(self.run_dir / "config.yaml", config_to_yaml(config))
+            if resume:
+                self._record_resume(ckpt["epoch"], used, changes)
+        self.counter = EvaluationCounter(task.ode_modules())
         progress = Progress(train.epochs, self.stream, train.log_every)
         for note in task.notes:
             progress.message(note)
-        # What a checkpoint restores besides the module, optimiser and schedule.
-        self.state = {"epoch": 0, "best": math.inf, "seconds": 0.0, "loss": math.nan}
         if resume:
-            self._restore(module, stop)
-            progress.message(f"resuming {run_dir} after epoch {self.state['epoch']}")
+            progress.message(f"resuming {self.run_dir} after epoch {self.state['epoch']}")
         trained = wrap(module, ctx)
         fields = ["epoch", *task.metric_fields(), "n_f_evals", "n_f_evals_backward"]
         fields += ["seconds", "lr"]
         if ctx.is_main:
-            metrics = MetricsCSV(run_dir / "metrics.csv", fields, self.state["epoch"])
+            metrics = MetricsCSV(self.run_dir / "metrics.csv", fields, self.state["epoch"])
         state = self.state
         while state["epoch"] < train.epochs and not stop.stopped:
             epoch = state["epoch"] = state["epoch"] + 1
@@ -260,32 +314,88 @@ class _Runner:
             stop.update(epoch, row["loss"])  # the same on every rank: the loss is global
             if not ctx.is_main:
                 continue
-            metrics.add(row)
+            with self.interrupts.critical():
+                metrics.add(row)
+                self._checkpoint(module, stop, row[task.monitor])
             progress.epoch(epoch, row, task.progress_values(row, module))
-            self._checkpoint(module, stop, row[task.monitor])
             if stop.stopped:
                 progress.message(f"stopped after epoch {epoch}: {stop.reason()}")
         self.counter.close()
         summary: dict[str, Any] = {}
         if ctx.is_main:
-            summary = task.finish(module, run_dir)
+            summary = task.finish(module, self.run_dir)
             summary["epochs"], summary["seconds"] = state["epoch"], state["seconds"]
             summary["stopped_early"] = (
                 {"epoch": stop.stopped_at, "reason": stop.reason()} if stop.stopped else None
             )
-            write_json(run_dir / "metrics.json", summary)
-            progress.message(f"wrote {run_dir}")
+            write_json(self.run_dir / "metrics.json", summary)
+            progress.message(f"wrote {self.run_dir}")
         parameters = task.parameters(module)
-        return FitResult(run_dir, state["epoch"], state["loss"], parameters, summary)
+        return FitResult(self.run_dir, state["epoch"], state["loss"], parameters, summary)
 
-    def _restore(self, module: nn.Module, stop: StopOnPlateau) -> None:
-        ckpt = load_checkpoint(self.run_dir / "checkpoints" / LAST, self.ctx.device)
-        module.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.schedule is not None:
-            self.schedule.load_state_dict(ckpt["schedule"])
-        stop.load_state_dict(ckpt["stop"])
-        self.state = {k: ckpt[k] for k in self.state}
+    def _resume_point(self, config: Config) -> tuple[dict[str, Any], str, dict]:
+        """The checkpoint to resume from, its file's name and the (safe) changes of the
+        config, after checking that it changes only what a resume may change (rank 0
+        decides; every rank hears it)."""
+        ctx, folder = self.ctx, self.run_dir / "checkpoints"
+        try:
+            ckpt, note = load_with_fallback(folder, LAST, ctx.device)
+        except CheckpointError as exc:
+            raise FitError(f"--resume: {exc}") from None
+        self.saved_epoch = ckpt["epoch"]
+        refusal, changes = None, {}
+        if ctx.is_main:
+            try:
+                recorded = load_config(self.run_dir / "config.yaml")
+            except ConfigError as exc:
+                refusal = f"--resume: the run's config cannot be read: {exc}"
+            else:
+                changes, refusal = check_resume(recorded, config, ckpt["epoch"])
+                was = ckpt.get("data_sha256")
+                if refusal is None and was is not None and was != self.state["data_sha256"]:
+                    refusal = (
+                        f"--resume: {config.data.path} is not the file the run was fitted to "
+                        "(its content changed since); fit it in a new run directory (-o)"
+                    )
+        refusal = ctx.broadcast(refusal)
+        if refusal is not None:
+            raise FitError(refusal)
+        if note is not None:
+            self.task.notes.append(note)
+        return ckpt, PREVIOUS if note is not None else LAST, changes
+
+    def _record_resume(self, epoch: int, used: str, changes: dict) -> None:
+        """``resumes.json``: each resume, from which checkpoint, with the changes it applied."""
+        path = self.run_dir / "resumes.json"
+        try:
+            history = json.loads(path.read_text()) if path.exists() else []
+        except (OSError, ValueError):
+            history = []
+        history.append(
+            {
+                "after_epoch": epoch,
+                "from": used,
+                "changes": {k: [a, b] for k, (a, b) in changes.items()},
+                "at": datetime.now().isoformat(timespec="seconds"),
+            }
+        )
+        write_text(path, json.dumps(history, indent=2) + "\n")
+
+    def _restore(self, ckpt: dict[str, Any], module: nn.Module, stop: StopOnPlateau) -> None:
+        try:
+            module.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.schedule is not None:
+                self.schedule.load_state_dict(ckpt["schedule"])
+            stop.load_state_dict(ckpt["stop"])
+            self.state.update({k: ckpt[k] for k in ("epoch", "best", "seconds", "loss")})
+        except (KeyError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise FitError(
+                f"--resume: the checkpoint of {self.run_dir} does not fit this model and "
+                f"optimiser: {first}"
+            ) from None
+        self.saved_epoch = self.state["epoch"]
 
     def _checkpoint(self, module: nn.Module, stop: StopOnPlateau, monitored: float) -> None:
         """``best.pt`` when the epoch's ``task.monitor`` is the lowest yet; ``last.pt``
@@ -307,7 +417,8 @@ class _Runner:
             save_checkpoint(ckpt, folder / BEST)
         epoch = state["epoch"]
         if epoch % train.checkpoint_every == 0 or epoch == train.epochs or stop.stopped:
-            save_checkpoint(ckpt, folder / LAST)
+            save_checkpoint(ckpt, folder / LAST, keep_previous=True)
+            self.saved_epoch = epoch
 
     def _epoch(self, trained: nn.Module, epoch: int) -> dict[str, float]:
         """One epoch's optimiser steps; the totals of its steps, summed over the ranks."""
@@ -316,22 +427,20 @@ class _Runner:
         torch.manual_seed(seed)  # whatever the task draws (samples of a latent state)
         self.task.begin_epoch(epoch)
         totals: dict[str, float] = {}
-        checkpoints = self.run_dir / "checkpoints"
         try:
             for batch in self.task.batches(epoch, generator):
                 loss = self._step(trained, batch, totals)
                 if not math.isfinite(loss):
                     raise FitError(
                         f"epoch {epoch}: the loss is {loss}; lower train.lr or check the "
-                        f"data. The last good checkpoint is kept in {checkpoints}"
+                        f"data. {self._kept()}"
                     )
         except (SolverError, _RankFailure) as exc:
             if isinstance(exc, _RankFailure):
                 self.ctx.barrier()  # every rank is here: leave together
             raise FitError(
-                f"epoch {epoch}: the solver failed: {exc}. The last good checkpoint (epoch "
-                f"{epoch - 1}) is kept in {checkpoints}; fix the config and continue with "
-                "--resume"
+                f"epoch {epoch}: the solver failed: {exc}. {self._kept()}; fix the config "
+                "and continue with --resume"
             ) from exc
         counts = self.counter.take()
         totals["n_f_evals"], totals["n_f_evals_backward"] = counts["fwd"], counts["bwd"]

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .checkpoints import load_checkpoint
+from .checkpoints import CheckpointError, load_with_fallback
 from .config import Config, resolve_dtype
 from .distributed import Distributed
 
@@ -132,8 +132,17 @@ class Task(ABC):
         """Scores of a trained module, solved with the config's ``solver`` section."""
 
     def restore(self, run_dir: Path, which: str, device: torch.device) -> nn.Module:
-        """The trained module of a run directory: :meth:`setup`, then the checkpoint ``which``."""
+        """The trained module of a run directory: :meth:`setup`, then the checkpoint ``which``
+        (``previous.pt`` when ``which`` is ``last.pt`` and unreadable: :attr:`notes` says so)."""
         module = self.setup(device, resolve_dtype(self.config.train.dtype))
-        ckpt = load_checkpoint(Path(run_dir) / "checkpoints" / which, device)
-        module.load_state_dict(ckpt["model"])
+        ckpt, note = load_with_fallback(Path(run_dir) / "checkpoints", which, device)
+        if note is not None:
+            self.notes.append(note)
+        try:
+            module.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(
+                f"{Path(run_dir) / 'checkpoints' / which}: does not fit the model: {first}"
+            ) from None
         return module
