@@ -235,7 +235,7 @@ def test_the_previous_checkpoint_is_kept_and_used_when_the_last_is_truncated(thr
     assert load_checkpoint(folder / "previous.pt")["epoch"] == 2
     data = (folder / "last.pt").read_bytes()
     (folder / "last.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="last.pt: unreadable, truncated or corrupt"):
+    with pytest.raises(CheckpointError, match=r"last\.pt: unreadable, truncated or corrupt"):
         load_checkpoint(folder / "last.pt")
     result = run_cli("evaluate", run)
     assert result.exit_code == 0, result.output
