@@ -32,6 +32,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.close(fd)
         os.replace(tmp, target)
     except OSError as exc:
+        if exc.errno is None:
+            raise
         # Said of the file being written, not of its temporary name.
         raise type(exc)(exc.errno, exc.strerror, str(target)) from exc
     finally:

@@ -15,6 +15,7 @@ trajectories touches only their chunks.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -492,10 +493,24 @@ class TrajectoryFile:
         except OSError as exc:
             raise TrajectoryFormatError(self._where, "file", f"cannot be opened: {exc}") from None
         try:
-            self._load_metadata()
+            with self._corruption():
+                self._load_metadata()
         except BaseException:
             self.close()
             raise
+
+    @contextlib.contextmanager
+    def _corruption(self) -> Iterator[None]:
+        """h5py's low-level errors (a damaged header, an unreadable chunk: KeyError,
+        OSError, RuntimeError, ...) as a :class:`TrajectoryFormatError` naming the file."""
+        try:
+            yield
+        except TrajectoryFormatError:
+            raise
+        except (KeyError, OSError, RuntimeError, ValueError, TypeError) as exc:
+            raise TrajectoryFormatError(
+                self._where, "file", f"is damaged and cannot be read ({type(exc).__name__}: {exc})"
+            ) from None
 
     # The structure is read once here; only /state and /mask stay on disk.
     def _load_metadata(self) -> None:
@@ -680,8 +695,9 @@ class TrajectoryFile:
         """
         self._require_open()
         rows = _normalize_indices(indices, self.n_trajectories, "indices")
-        state = _read_rows(self._state, rows)
-        mask = None if self._mask is None else _read_rows(self._mask, rows)
+        with self._corruption():
+            state = _read_rows(self._state, rows)
+            mask = None if self._mask is None else _read_rows(self._mask, rows)
         numbers = np.arange(self.n_trajectories)[rows] if isinstance(rows, slice) else rows
         _check_values(state, mask, self._where, numbers)
         return self._wrap(state, mask)
