@@ -12,11 +12,22 @@ from typing import Any
 
 from ._version import __version__
 from .errors import SolverError
+from .gradients import ACA, MALI, Adjoint, Direct, GradientMethod
 from .odeint import Solution, odeint, solve
+from .solvers import ConstantStep, PIController, PIDController, Solver
 
 __all__ = [
+    "ACA",
+    "MALI",
+    "Adjoint",
+    "ConstantStep",
+    "Direct",
     "FitResult",
+    "GradientMethod",
+    "PIController",
+    "PIDController",
     "Solution",
+    "Solver",
     "SolverError",
     "__version__",
     "evaluate",

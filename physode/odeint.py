@@ -1,16 +1,20 @@
-"""The front door: validate the inputs, pick the solver and the gradient method, solve."""
+"""The front door: validate the inputs, pick the solver, the controller and the gradient
+method, solve, and give the result back in the state's structure."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
-from ._checks import optional_positive_int
-from .gradients import GRADIENT_METHODS, GradientOptions, SolveRequest
+from ._tree import StateStructure
+from .gradients import GradientMethod, SolveRequest, make_gradient
 from .solvers import FIXED_STEP_METHODS, Solver, make_solver
+from .solvers.controller import ConstantStep, StepSizeController
 from .solvers.loop import DEFAULT_MAX_STEPS, SolveOptions, Stats
 
 
@@ -19,15 +23,22 @@ class Solution:
     """The result of :func:`solve`.
 
     Attributes:
-        ys: states at the output times, shape ``(len(t), *y0.shape)``, y0's dtype and device.
+        ys: states at the output times: ``(len(t), *y0.shape)`` for a tensor ``y0``;
+            for a tuple or dict ``y0``, the same structure with each leaf
+            ``(len(t), *leaf.shape)``. In y0's dtype and on its device.
         t: the output times, float64 tensor of shape ``(len(t),)`` on the CPU.
         stats: function evaluations (forward; backward once gradients are
-            computed), accepted and rejected steps.
+            computed), accepted and rejected steps, the controller's final state.
     """
 
-    ys: torch.Tensor
+    ys: Any
     t: torch.Tensor
     stats: Stats
+
+    @property
+    def controller_state(self):
+        """The step-size controller's state at the end of the solve."""
+        return self.stats.controller_state
 
 
 def _positive(name: str, value, allow_zero: bool = False) -> float:
@@ -40,12 +51,10 @@ def _positive(name: str, value, allow_zero: bool = False) -> float:
     return x
 
 
-def _times(t) -> list[float]:
+def _times(t) -> tuple[list[float], torch.Tensor | None]:
+    """The times as float64 numbers, and ``t`` itself when it requires grad."""
+    differentiable = t if isinstance(t, torch.Tensor) and t.requires_grad else None
     if isinstance(t, torch.Tensor):
-        if t.requires_grad:
-            raise ValueError(
-                "t: gradients with respect to the output times are not supported; pass t.detach()"
-            )
         tt = t.detach().to(device="cpu", dtype=torch.float64)
     else:
         try:
@@ -66,12 +75,10 @@ def _times(t) -> list[float]:
                 f"t: must be strictly increasing or strictly decreasing; "
                 f"t[{k}]={tt[k].item():.10g} is followed by t[{k + 1}]={tt[k + 1].item():.10g}"
             )
-    return tt.tolist()
+    return tt.tolist(), differentiable
 
 
-def _check_state(y0) -> None:
-    if not isinstance(y0, torch.Tensor):
-        raise ValueError(f"y0: expected a tensor, got {type(y0).__name__}")
+def _check_state(y0: torch.Tensor) -> None:
     if y0.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"y0: must be float32 or float64, got {y0.dtype}")
     if y0.numel() == 0:
@@ -84,120 +91,138 @@ def _options(
     atol,
     step_size,
     first_step,
-    min_step,
-    max_step,
     max_steps,
     land_on_outputs: bool,
+    controller: StepSizeController | None,
 ) -> SolveOptions:
     rtol = _positive("rtol", rtol)
     atol = _positive("atol", atol)
+    if controller is not None:
+        if not isinstance(controller, StepSizeController):
+            raise ValueError(
+                "controller: expected a physode.solvers.StepSizeController (PIDController, "
+                f"ConstantStep), got {type(controller).__name__}"
+            )
+        if step_size is not None:
+            raise ValueError(
+                "step_size: give either step_size or controller (ConstantStep(step_size) "
+                "is the same as step_size)"
+            )
     if step_size is not None:
         step_size = _positive("step_size", step_size)
-    elif solver.error_order is None:
+        controller = ConstantStep(step_size)
+    elif controller is None and not solver.adaptive:
         raise ValueError(
             f"step_size: method {solver.name!r} is a fixed-step method and needs step_size "
             f"(fixed-step methods: {', '.join(FIXED_STEP_METHODS)})"
         )
-    if first_step is not None:
-        first_step = _positive("first_step", first_step)
-    min_step = 0.0 if min_step is None else _positive("min_step", min_step, allow_zero=True)
-    max_step = math.inf if max_step is None else _positive("max_step", max_step)
-    if min_step > max_step:
-        raise ValueError(f"min_step: {min_step} is larger than max_step={max_step}")
-    if max_steps is None:
-        max_steps = DEFAULT_MAX_STEPS
-    elif isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps: must be a positive integer, got {max_steps!r}")
-    return SolveOptions(
+    options = SolveOptions(
         rtol=rtol,
         atol=atol,
         step_size=step_size,
-        first_step=first_step,
-        min_step=min_step,
-        max_step=max_step,
-        max_steps=max_steps,
+        first_step=None if first_step is None else _positive("first_step", first_step),
+        max_steps=DEFAULT_MAX_STEPS if max_steps is None else max_steps,
         land_on_outputs=bool(land_on_outputs),
+        controller=controller,
     )
+    if (
+        isinstance(options.max_steps, bool)
+        or not isinstance(options.max_steps, int)
+        or (options.max_steps < 1)
+    ):
+        raise ValueError(f"max_steps: must be a positive integer, got {max_steps!r}")
+    options.step_controller.check(solver)
+    return options
 
 
-def _gradient_options(adjoint_rtol, adjoint_atol, checkpoint_every, on_drift) -> GradientOptions:
-    if adjoint_rtol is not None:
-        adjoint_rtol = _positive("adjoint_rtol", adjoint_rtol)
-    if adjoint_atol is not None:
-        adjoint_atol = _positive("adjoint_atol", adjoint_atol)
-    optional_positive_int("mali_checkpoint_every", checkpoint_every)
-    if on_drift not in ("warn", "error"):
-        raise ValueError(f"mali_on_drift: must be 'warn' or 'error', got {on_drift!r}")
-    return GradientOptions(adjoint_rtol, adjoint_atol, checkpoint_every, on_drift)
+class _Flat(nn.Module):
+    """A right-hand side on structured states, as the engine calls it: on one flat vector.
+    The user's module is a submodule, so that its parameters are found."""
+
+    def __init__(self, func: Callable, structure: StateStructure) -> None:
+        super().__init__()
+        self.func = func
+        self.structure = structure
+
+    def forward(self, t: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        return self.structure.flatten(self.func(t, self.structure.unflatten(flat)))
+
+
+def _slopes(func: Callable, times: Sequence[float], ys: torch.Tensor) -> torch.Tensor:
+    """``f(t_k, y_k)`` for each row of ``ys`` (no graph)."""
+    with torch.no_grad():
+        return torch.stack(
+            [
+                func(torch.scalar_tensor(t, dtype=y.dtype, device=y.device), y)
+                for t, y in zip(times, ys, strict=True)
+            ]
+        )
 
 
 def solve(
-    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    y0: torch.Tensor,
+    func: Callable[[torch.Tensor, Any], Any],
+    y0: Any,
     t,
     method: str | Solver | None = None,
-    grad: str = "direct",
+    grad: str | GradientMethod = "direct",
     rtol: float = 1e-6,
     atol: float = 1e-8,
     step_size: float | None = None,
     max_steps: int | None = None,
     *,
+    controller: StepSizeController | None = None,
     first_step: float | None = None,
-    min_step: float | None = None,
-    max_step: float | None = None,
     land_on_outputs: bool = False,
     params: Sequence[torch.Tensor] | None = None,
-    adjoint_rtol: float | None = None,
-    adjoint_atol: float | None = None,
-    mali_checkpoint_every: int | None = None,
-    mali_on_drift: str = "warn",
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return the states at ``t``.
 
     Args:
         func: the right-hand side ``func(t, y)``: ``t`` a 0-dim tensor in
-            y's dtype and device, returns dy/dt with y's shape. Usually an
-            ``nn.Module`` whose parameters receive gradients.
-        y0: initial state, float32 or float64, any shape ``S`` (leading
-            dimensions are batch; one step size serves the whole batch).
+            y's dtype and device, returns dy/dt with y's shape (and structure).
+            Usually an ``nn.Module`` whose parameters receive gradients.
+        y0: initial state: a float32 or float64 tensor of any shape ``S``
+            (leading dimensions are batch; one step size serves the whole
+            batch), or a tuple, list or dict of such tensors (one dtype and
+            device), e.g. ``(z, logp)``. The error norm runs over all of it.
         t: output times, 1-D, strictly increasing or strictly decreasing;
-            ``t[0]`` is the start. Held in float64 internally.
+            ``t[0]`` is the start. Held in float64 internally. A tensor that
+            requires grad receives gradients with respect to every time (the
+            start and the outputs), for every gradient method.
         method: ``euler``, ``midpoint``, ``heun``, ``rk4`` (fixed step, need
             ``step_size``); ``heun_euler``, ``bosh3``, ``dopri5``, ``tsit5``
             (adaptive); ``alf`` (asynchronous leapfrog, adaptive or fixed); or
-            a solver object such as ``physode.solvers.AsyncLeapfrog(eta=0.9)``.
-            Default: ``dopri5``, or ``alf`` with ``grad="mali"``.
-        grad: how gradients are computed: ``direct`` (autograd through every
-            operation of the solver); ``adjoint`` (reverse-time augmented ODE,
-            Chen et al. 2018); ``aca`` (Adaptive Checkpoint Adjoint: stored
-            accepted states, each step re-run locally in backward); ``mali``
-            (ALF only: final state and step sizes stored, states rebuilt with
-            the exact inverse step; memory constant in the number of steps).
+            a :class:`physode.solvers.Solver` object. Default: the gradient
+            method's (``dopri5``, or ``alf`` for MALI).
+        grad: how gradients are computed: a :class:`physode.gradients.GradientMethod`
+            (``physode.Direct()``, ``physode.Adjoint(rtol=...)``, ``physode.ACA()``,
+            ``physode.MALI(checkpoint_every=...)``) or its name: ``direct`` (autograd
+            through every operation of the solver); ``adjoint`` (reverse-time
+            augmented ODE, Chen et al. 2018); ``aca`` (Adaptive Checkpoint Adjoint:
+            stored accepted states, each step re-run locally in backward); ``mali``
+            (ALF only: final state and step sizes stored, states rebuilt with the
+            exact inverse step; memory constant in the number of steps). ``direct``,
             ``aca`` and ``mali`` support double backward.
         rtol, atol: relative and absolute tolerances of the adaptive methods.
             The error norm is the RMS over the whole state of
             ``err / (atol + rtol * max(|y|, |y_new|))``.
-        step_size: fixed step (in t's units). Required by the fixed-step
-            methods; with an adaptive method it switches adaptivity off.
+        step_size: fixed step (in t's units): ``controller=ConstantStep(step_size)``.
+            Required by the fixed-step methods.
         max_steps: bound on accepted plus rejected steps (default 100 000).
+        controller: the step-size controller
+            (:class:`physode.solvers.PIDController` with its coefficients, safety,
+            growth limits and ``min_step``/``max_step``, or
+            :class:`physode.solvers.ConstantStep`); default: a PI controller.
         first_step: initial step of an adaptive solve (default: chosen as in
             Hairer, Norsett & Wanner II.4).
-        min_step, max_step: bounds on the adaptive step size. A step that
-            fails the error test at ``min_step`` raises ``SolverError``.
         land_on_outputs: end steps exactly on every output time instead of
             interpolating between steps.
         params: tensors that ``func`` closes over and that need gradients
             (needed by every gradient method but ``direct``; an ``nn.Module``'s
             own parameters are found automatically).
-        adjoint_rtol, adjoint_atol: tolerances of the reverse solve of
-            ``grad="adjoint"`` (default: ``rtol``, ``atol``).
-        mali_checkpoint_every: with ``grad="mali"``, keep an exact state every
-            K steps, bounding the reconstruction drift at memory O(N/K).
-        mali_on_drift: ``"warn"`` (default) or ``"error"`` when MALI's rebuilt
-            states drift from the true ones by more than the tolerance.
 
     Returns:
-        A :class:`Solution` with ``ys`` of shape ``(len(t), *S)``.
+        A :class:`Solution` with ``ys`` in ``y0``'s structure.
 
     Raises:
         ValueError: for bad input, naming the argument.
@@ -206,38 +231,51 @@ def solve(
     """
     if not callable(func):
         raise ValueError(f"func: must be callable, got {type(func).__name__}")
-    _check_state(y0)
-    times = _times(t)
-    if grad not in GRADIENT_METHODS:
-        raise ValueError(
-            f"grad: unknown gradient method {grad!r}; choose one of {', '.join(GRADIENT_METHODS)}"
-        )
-    solver = make_solver(method if method is not None else ("alf" if grad == "mali" else "dopri5"))
-    grad_options = _gradient_options(
-        adjoint_rtol, adjoint_atol, mali_checkpoint_every, mali_on_drift
-    )
+    structure, flat_y0 = StateStructure.of(y0)
+    _check_state(flat_y0)
+    times, t_grad = _times(t)
+    gradient = make_gradient(grad)
+    solver = make_solver(method if method is not None else gradient.default_method)
+    gradient.check_solver(solver)
     options = _options(
-        solver, rtol, atol, step_size, first_step, min_step, max_step, max_steps, land_on_outputs
+        solver, rtol, atol, step_size, first_step, max_steps, land_on_outputs, controller
     )
-    params = tuple(params) if params is not None else ()
-    request = SolveRequest(func, y0, times, solver, options, params, grad_options)
-    ys, stats = GRADIENT_METHODS[grad](request)
-    return Solution(ys=ys, t=torch.tensor(times, dtype=torch.float64), stats=stats)
+    f = func if structure is None else _Flat(func, structure)
+    start = flat_y0
+    if t_grad is not None:
+        # d y(t_k) / d t0 = -(d y(t_k) / d y0) f(t0, y0): a start shifted by dt0 is a
+        # start state moved by -f dt0. The value is y0's; only the derivative is added.
+        shift = (t_grad[0] - t_grad[0].detach()).to(flat_y0.dtype)
+        start = flat_y0 - shift * _slopes(f, times[:1], flat_y0.unsqueeze(0))[0]
+    request = SolveRequest(f, start, times, solver, options, tuple(params or ()))
+    ys, stats = gradient.solve(request)
+    if t_grad is not None:
+        # d y(t_k) / d t_k = f(t_k, y(t_k)); y(t0) is y0 whatever t0 is.
+        rest = ys[1:]
+        if len(times) > 1:
+            shifts = (t_grad[1:] - t_grad[1:].detach()).to(ys.dtype)
+            shifts = shifts.reshape(-1, *[1] * (ys.dim() - 1))
+            rest = rest + shifts * _slopes(f, times[1:], rest.detach())
+        ys = torch.cat([flat_y0.unsqueeze(0), rest])
+        stats.n_f_evals += len(times)
+    out = ys if structure is None else structure.unflatten_series(ys)
+    return Solution(ys=out, t=torch.tensor(times, dtype=torch.float64), stats=stats)
 
 
 def odeint(
-    func: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    y0: torch.Tensor,
+    func: Callable[[torch.Tensor, Any], Any],
+    y0: Any,
     t,
     method: str | Solver | None = None,
-    grad: str = "direct",
+    grad: str | GradientMethod = "direct",
     rtol: float = 1e-6,
     atol: float = 1e-8,
     step_size: float | None = None,
     max_steps: int | None = None,
     **kwargs,
-) -> torch.Tensor:
-    """States at the times ``t``, shape ``(len(t), *y0.shape)``: :func:`solve` without stats."""
+) -> Any:
+    """States at the times ``t`` (``(len(t), *y0.shape)``, or ``y0``'s structure):
+    :func:`solve` without the statistics."""
     return solve(
         func,
         y0,

@@ -155,7 +155,13 @@ def test_first_step_is_used():
 
 def test_max_step_bounds_the_steps():
     free = physode.solve(rotation_rhs, Y0_ROT, [0.0, 4.0], method="dopri5")
-    capped = physode.solve(rotation_rhs, Y0_ROT, [0.0, 4.0], method="dopri5", max_step=0.05)
+    capped = physode.solve(
+        rotation_rhs,
+        Y0_ROT,
+        [0.0, 4.0],
+        method="dopri5",
+        controller=physode.PIDController(max_step=0.05),
+    )
     assert free.stats.n_accepted < 40
     # 4 / 0.05 = 80 steps at least (the 1 % stretch onto t_end cannot save one).
     assert capped.stats.n_accepted >= 80

@@ -267,8 +267,8 @@ SAME_STEPS_CASES = {
     "mali-alf-fixed": ("mali", {"method": "alf", "step_size": 0.05}),
     "mali-alf-adaptive": ("mali", {"method": "alf", "rtol": 1e-6, "atol": 1e-7}),
     "mali-alf-adaptive-checkpoints": (
-        "mali",
-        {"method": "alf", "rtol": 1e-6, "atol": 1e-7, "mali_checkpoint_every": 4},
+        physode.MALI(checkpoint_every=4),
+        {"method": "alf", "rtol": 1e-6, "atol": 1e-7},
     ),
 }
 

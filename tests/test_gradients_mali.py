@@ -72,10 +72,9 @@ def test_mali_accepts_an_alf_solver_object():
             y0,
             [0.0, 1.0],
             method=AsyncLeapfrog(eta=0.9),
-            grad="mali",
+            grad=physode.MALI(checkpoint_every=20),
             step_size=1e-3,
             params=(k,),
-            mali_checkpoint_every=20,
         )
         g_y0, g_k = torch.autograd.grad(ys[-1].sum(), (y0, k))
     # eta < 1 makes ALF first order: ~h-sized relative error.
@@ -97,15 +96,16 @@ A_MILD = torch.tensor([[-3.0, 1.0], [0.0, -1.0]], dtype=F64)
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"step_size": 2e-3, "mali_checkpoint_every": 10},
+        {"step_size": 2e-3, "checkpoint_every": 10},
         {"step_size": 2e-3},
-        {"rtol": 1e-8, "atol": 1e-8, "mali_checkpoint_every": 10},
+        {"rtol": 1e-8, "atol": 1e-8, "checkpoint_every": 10},
     ],
     ids=["fixed-checkpoints", "fixed", "adaptive-checkpoints"],
 )
 def test_mali_damped_linear_system_against_matrix_exp(kwargs):
     ref = linear_reference(A_MILD)
-    got, stats = linear_gradients(A_MILD, "mali", **kwargs)
+    mali = physode.MALI(checkpoint_every=kwargs.pop("checkpoint_every", None))
+    got, stats = linear_gradients(A_MILD, mali, **kwargs)
     assert stats.n_accepted >= 500
     assert 0 <= stats.extra["mali_drift"] < 1
     for g, r in zip(got, ref, strict=True):
@@ -121,12 +121,12 @@ def test_mali_with_checkpoints_equals_direct_alf_on_the_stiff_system():
     # ... but with checkpoints MALI still gives the gradient of what was computed.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got, stats = linear_gradients(A_STIFF, "mali", mali_checkpoint_every=10, **kwargs)
+        got, stats = linear_gradients(A_STIFF, physode.MALI(checkpoint_every=10), **kwargs)
     assert stats.extra["mali_drift"] < 1e-3
     for g, r in zip(got, ref, strict=True):
         assert rel(g, r) < 1e-10
     # Without checkpoints the inverse steps amplify round-off beyond repair.
-    with pytest.warns(RuntimeWarning, match="mali_checkpoint_every"):
+    with pytest.warns(RuntimeWarning, match=r"MALI\(checkpoint_every=K\)"):
         bad, stats = linear_gradients(A_STIFF, "mali", **kwargs)
     assert stats.extra["mali_drift"] > 1e10
     assert rel(bad[1], ref[1]) > 1.0
@@ -169,7 +169,7 @@ def test_drift_without_checkpoints_warns():
 
 def test_drift_without_checkpoints_raises_when_asked():
     with pytest.raises(physode.SolverError, match="drifted") as info:
-        fast_decay_gradients("mali", mali_on_drift="error")
+        fast_decay_gradients(physode.MALI(on_drift="error"))
     assert info.value.reason == "mali_drift"
 
 
@@ -177,7 +177,7 @@ def test_checkpoints_bound_the_drift():
     ref, _ = fast_decay_gradients("direct")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got, stats = fast_decay_gradients("mali", mali_checkpoint_every=5)
+        got, stats = fast_decay_gradients(physode.MALI(checkpoint_every=5))
     assert stats.extra["mali_drift"] < 1e-6
     # The exact gradient of the discrete solve, and (to ALF's first order) of the ODE:
     # dL/dk = -sum_k w_k t_k e^{-k t_k} sum(y0).
@@ -190,8 +190,8 @@ def test_checkpoints_bound_the_drift():
 def test_drift_is_measured_in_tolerance_units():
     # The same fixed steps with rtol and atol both ten times looser: the drift,
     # |rebuilt - true| / (atol + rtol |true|) (RMS), is ten times smaller.
-    _, tight = fast_decay_gradients("mali", mali_checkpoint_every=5, rtol=1e-6, atol=1e-8)
-    _, loose = fast_decay_gradients("mali", mali_checkpoint_every=5, rtol=1e-5, atol=1e-7)
+    _, tight = fast_decay_gradients(physode.MALI(checkpoint_every=5), rtol=1e-6, atol=1e-8)
+    _, loose = fast_decay_gradients(physode.MALI(checkpoint_every=5), rtol=1e-5, atol=1e-7)
     assert tight.extra["mali_drift"] > 0
     assert abs(tight.extra["mali_drift"] / loose.extra["mali_drift"] - 10) < 1e-9
 
@@ -211,10 +211,9 @@ def test_a_reconstruction_that_overflows_is_reported(on_drift):
         y0,
         [0.0, 0.6],
         method=AsyncLeapfrog(eta=0.6, gradient_restart_every=None),
-        grad="mali",
+        grad=physode.MALI(on_drift=on_drift),
         step_size=1e-3,
         params=(k,),
-        mali_on_drift=on_drift,
     )
     assert torch.isfinite(sol.ys).all()
     loss = sol.ys[-1].sum()

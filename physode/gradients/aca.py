@@ -12,47 +12,20 @@ step sizes held fixed, i.e. as accurate as the forward solve.
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+from typing import Any
 
-from ..solvers.loop import Stats
-from .common import (
-    RunningAdjoint,
-    apply_method,
-    double_backward,
-    recorded_forward,
-    step_vjp,
-)
-from .options import SolveRequest
+from ..solvers.loop import AcceptedStep
+from .common import RecordedMethod
 
 
-class _ACA(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, run: dict, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        return recorded_forward(ctx, run, y0, params, keep_state_every=1)
+@dataclass(frozen=True)
+class ACA(RecordedMethod):
+    """Adaptive Checkpoint Adjoint: every accepted step's start state is stored; double
+    backward works."""
 
-    @staticmethod
-    def backward(ctx, grad_ys: torch.Tensor):
-        run, steps = ctx.run, ctx.steps
-        y0, *params = ctx.saved_tensors
-        solver, times = run["solver"], run["times"]
-        func = run["backward_func"]
-        if torch.is_grad_enabled():
-            grads = double_backward(solver, func, y0, params, steps, times, grad_ys)
-            run["stats"].n_f_evals_backward = func.count
-            return (None, *grads)
-        adjoint = RunningAdjoint(y0, len(params))
-        end = ctx.final
-        for step in reversed(steps):
-            adjoint.add_outputs_at_end(step, grad_ys)
-            step_vjp(solver, func, step, step.state, adjoint, grad_ys, params, end=end)
-            end = step.state
-        adjoint.y = adjoint.y + grad_ys[0]
-        if steps:  # the first step's f0 = f(t0, y0)
-            adjoint.pull_through_slope(func, times[0], y0, tuple(params))
-        run["stats"].n_f_evals_backward = func.count
-        return (None, adjoint.y, *adjoint.parameter_gradients(params))
+    name = "aca"
+    keep_state_every = 1
 
-
-def solve(request: SolveRequest) -> tuple[torch.Tensor, Stats]:
-    """States at ``times`` with gradients by ACA; see the module docstring."""
-    return apply_method(_ACA, "aca", request)
+    def start_of(self, step: AcceptedStep, end: Any, sweep: dict) -> Any:
+        return step.state

@@ -14,13 +14,14 @@ MALI exist. Memory is constant in the number of steps.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import SolverError
 from ..solvers.loop import CountedFunction, Stats, integrate
-from .common import apply_method
-from .options import SolveRequest
+from .base import GradientMethod, SolveRequest
+from .common import apply_function, run_record, vjp
 
 
 class _Augmented:
@@ -42,15 +43,11 @@ class _Augmented:
         with torch.enable_grad():
             y = y.detach().requires_grad_()
             f = self.func(t, y)
-            # da/dt = -a df/dy and dg/dt = -a df/dtheta: one VJP with -a.
-            vjps = torch.autograd.grad(f, (y, *self.params), -a, allow_unused=True)
+            # da/dt = -a df/dy and dg/dt = -a df/dtheta: one VJP with -a (zeros where
+            # f does not depend on y or on a parameter).
+            vjps = vjp([f], [y, *self.params], [-a])
         parts = [f.detach().reshape(-1), vjps[0].reshape(-1)]
-        for g, p in zip(vjps[1:], self.params, strict=True):
-            parts.append(
-                torch.zeros(p.numel(), dtype=s.dtype, device=s.device)
-                if g is None
-                else g.reshape(-1).to(s.dtype)
-            )
+        parts += [g.reshape(-1).to(s.dtype) for g in vjps[1:]]
         return torch.cat(parts)
 
 
@@ -118,13 +115,29 @@ def _backward_failure(exc: SolverError, t_from: float, t_to: float) -> SolverErr
     return SolverError(message, t=exc.t, h=exc.h, n_steps=exc.n_steps, reason=exc.reason)
 
 
-def solve(request: SolveRequest) -> tuple[torch.Tensor, Stats]:
-    """States at ``times`` with gradients by the continuous adjoint; see the module docstring."""
-    options, grad_options = request.options, request.grad_options
-    adjoint_options = dataclasses.replace(
-        options,
-        rtol=grad_options.adjoint_rtol or options.rtol,
-        atol=grad_options.adjoint_atol or options.atol,
-        first_step=None,
-    )
-    return apply_method(_Adjoint, "adjoint", request, adjoint_options=adjoint_options)
+@dataclass(frozen=True)
+class Adjoint(GradientMethod):
+    """The continuous adjoint: nothing stored, the state re-integrated backwards.
+
+    Args:
+        rtol, atol: tolerances of the reverse-time solve (``None``: the forward ones).
+    """
+
+    rtol: float | None = None
+    atol: float | None = None
+
+    name = "adjoint"
+
+    def __post_init__(self) -> None:
+        for key in ("rtol", "atol"):
+            value = getattr(self, key)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"{key}: must be a number > 0 or None, got {value!r}")
+
+    def solve(self, request: SolveRequest) -> tuple[torch.Tensor, Stats]:
+        options = request.options
+        adjoint_options = dataclasses.replace(
+            options, rtol=self.rtol or options.rtol, atol=self.atol or options.atol, first_step=None
+        )
+        run, params = run_record(self, request, adjoint_options=adjoint_options)
+        return apply_function(_Adjoint, run, request.y0, params)

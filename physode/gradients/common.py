@@ -1,14 +1,18 @@
-"""Pieces shared by the gradient methods that run the forward solve without a graph."""
+"""Pieces shared by the gradient methods that run the forward solve without a graph:
+parameter collection, vector-Jacobian products, the running adjoint, and the one
+reverse sweep of ACA and MALI."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from ..solvers.base import Solver
-from ..solvers.loop import AcceptedStep, CountedFunction, OutputBlocks
-from .options import SolveRequest
+from ..solvers.loop import AcceptedStep, CountedFunction, OutputBlocks, Stats, integrate
+from .base import GradientMethod, SolveRequest
 
 
 def collect_params(func: Callable, params: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
@@ -70,10 +74,21 @@ class CheckedFunction(CountedFunction):
         return out.detach()
 
 
-def make_state(template, y: torch.Tensor, d: torch.Tensor):
-    """A solver state of ``template``'s kind from its two differentiable parts
-    (the rest, such as ALF's step count, is copied)."""
-    return type(template)(y, d, *template[2:])
+def vjp(
+    outputs: Sequence[torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    cotangents: Sequence[torch.Tensor],
+) -> list[torch.Tensor]:
+    """``sum_k cotangent_k^T d output_k / d input`` for every input; zeros where an
+    output does not depend on an input at all (``f`` that ignores ``y``, or a
+    parameter it does not use), so that a missing dependence is a zero gradient."""
+    pairs = [(o, c) for o, c in zip(outputs, cotangents, strict=True) if o.requires_grad]
+    if not pairs:
+        return [torch.zeros_like(x) for x in inputs]
+    grads = torch.autograd.grad(
+        [o for o, _ in pairs], list(inputs), [c for _, c in pairs], allow_unused=True
+    )
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
 
 
 class RunningAdjoint:
@@ -98,7 +113,9 @@ class RunningAdjoint:
                 self.y = self.y + grad_ys[k]
 
     def add_params(self, grads: Sequence) -> None:
-        add_grads(self.params, grads)
+        for i, g in enumerate(grads):
+            if g is not None:
+                self.params[i] = g if self.params[i] is None else self.params[i] + g
 
     def pull_through_slope(
         self, func: CountedFunction, t: float, y: torch.Tensor, params: tuple[torch.Tensor, ...]
@@ -106,13 +123,18 @@ class RunningAdjoint:
         """Pull ``d`` back through ``d = f(t, y)`` into ``y`` and the parameters (``d`` -> 0)."""
         if self.d is None:
             return
-        dy, grads = slope_vjp(func, t, y, self.d, params)
+        with torch.enable_grad():
+            x = y.detach().requires_grad_()
+            dy, *grads = vjp([func(t, x)], [x, *params], [self.d])
         self.d = None
         self.add_params(grads)
         self.y = self.y + dy
 
     def parameter_gradients(self, params: Sequence[torch.Tensor]) -> tuple:
-        return zeros_for_unused(self.params, params)
+        return tuple(
+            torch.zeros_like(p) if g is None else g
+            for g, p in zip(self.params, params, strict=True)
+        )
 
 
 def step_vjp(
@@ -142,55 +164,26 @@ def step_vjp(
     inner = [(k, th) for k, th in step.outputs if th != 1.0]
     split = end is not None and not inner and solver.gradient_restart_after(state0, step.restart)
     if split:
-        adjoint.pull_through_slope(func, step.t + step.h, end[0], params)
+        adjoint.pull_through_slope(func, step.t + step.h, solver.solution(end), params)
     with torch.enable_grad():
-        y = state0[0].detach().requires_grad_()
-        d = state0[1].detach().requires_grad_()
-        start = make_state(state0, y, d)
+        y = solver.solution(state0).detach().requires_grad_()
+        d = solver.slope(state0).detach().requires_grad_()
+        start = solver.with_parts(state0, y, d)
         result = solver.step(func, step.t, step.h, start, estimate_error=False)
         rerun_end = solver.complete(
             func, step.t + step.h, result.state, restart=step.restart, gradient_restart=not split
         )
-        outs, cotangents = [rerun_end[0]], [adjoint.y]
+        outs, cotangents = [solver.solution(rerun_end)], [adjoint.y]
         if adjoint.d is not None:
-            outs.append(rerun_end[1])
+            outs.append(solver.slope(rerun_end))
             cotangents.append(adjoint.d)
         if inner:
             dense = solver.interpolant(step.h, start, rerun_end, result.stages)
             outs.append(dense([th for _, th in inner]))
             cotangents.append(grad_ys[[k for k, _ in inner]])
-        grads = torch.autograd.grad(outs, (y, d, *params), cotangents, allow_unused=True)
-    adjoint.y = torch.zeros_like(y) if grads[0] is None else grads[0]
-    adjoint.d = grads[1]
+        grads = vjp(outs, (y, d, *params), cotangents)
+    adjoint.y, adjoint.d = grads[0], grads[1]
     adjoint.add_params(grads[2:])
-
-
-def slope_vjp(
-    func: CountedFunction,
-    t0: float,
-    y0: torch.Tensor,
-    a_d: torch.Tensor,
-    params: tuple[torch.Tensor, ...],
-) -> tuple[torch.Tensor, tuple]:
-    """Pull ``dL/dd`` back through ``d = f(t0, y0)`` (the initial slope, or a gradient
-    restart's): returns dL/dy0 and the parameter gradients."""
-    with torch.enable_grad():
-        y = y0.detach().requires_grad_()
-        grads = torch.autograd.grad(func(t0, y), (y, *params), a_d, allow_unused=True)
-    return grads[0], grads[1:]
-
-
-def add_grads(total: list, new: Sequence) -> None:
-    """Accumulate parameter gradients in place (``None`` means zero)."""
-    for i, g in enumerate(new):
-        if g is not None:
-            total[i] = g if total[i] is None else total[i] + g
-
-
-def zeros_for_unused(grads: Sequence, params: Sequence[torch.Tensor]) -> tuple:
-    return tuple(
-        torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)
-    )
 
 
 def replay(
@@ -213,7 +206,7 @@ def replay(
         end = solver.complete(func, step.t + step.h, result.state, restart=step.restart)
         if step.outputs:
             dense = solver.interpolant(step.h, state, end, result.stages)
-            outputs.fill(step.outputs, end[0], dense)
+            outputs.fill(step.outputs, solver.solution(end), dense)
         state = end
     return outputs.ys
 
@@ -235,60 +228,117 @@ def double_backward(
     """
     with torch.enable_grad():
         ys = replay(solver, func, y0, times[0], steps)
-        inputs = [x for x in (y0, *params) if x.requires_grad]
-        found = iter(torch.autograd.grad(ys, inputs, grad_ys, create_graph=True, allow_unused=True))
+        wanted = [x for x in (y0, *params) if x.requires_grad]
+        found = iter(
+            torch.autograd.grad(ys, wanted, grad_ys, create_graph=True, allow_unused=True)
+            if ys.requires_grad and wanted
+            else [None] * len(wanted)
+        )
     grads = [next(found) if x.requires_grad else None for x in (y0, *params)]
-    return grads[0], *zeros_for_unused(grads[1:], params)
+    zeros = [
+        torch.zeros_like(p) if g is None else g for g, p in zip(grads[1:], params, strict=True)
+    ]
+    return grads[0], *zeros
 
 
-def apply_method(
-    function: type[torch.autograd.Function], name: str, request: SolveRequest, **extra
-):
-    """Run a gradient method's ``autograd.Function`` with the shared ``run`` record.
-
-    ``run`` holds the solver, the checked forward function, a plain counted
-    function for backward, the times, options and the ``Stats`` that both
-    passes fill; ``extra`` adds method-specific entries.
-    """
-    from ..solvers.loop import Stats
-
+def run_record(method: GradientMethod, request: SolveRequest, **extra) -> tuple[dict, tuple]:
+    """The ``run`` record an ``autograd.Function`` of a method shares between its passes:
+    the method, solver, the checked forward function, a plain counted function for
+    backward, the times, options and the ``Stats`` both passes fill. Returns it with
+    the parameters that receive gradients."""
     func, y0 = request.func, request.y0
     params = collect_params(func, request.params)
-    stats = Stats()
-    counted = CheckedFunction(func, y0, params, name)
     run = {
+        "method": method,
         "solver": request.solver,
-        "func": counted,
+        "func": CheckedFunction(func, y0, params, method.name),
         "times": request.times,
         "options": request.options,
-        "stats": stats,
+        "stats": Stats(),
         "backward_func": CountedFunction(func, y0),
         **extra,
     }
+    return run, params
+
+
+def apply_function(function: type[torch.autograd.Function], run: dict, y0, params):
+    """``function.apply(run, y0, *params)``, counting the forward evaluations even if it fails."""
     try:
         ys = function.apply(run, y0, *params)
     finally:
-        stats.n_f_evals = counted.count
-    return ys, stats
+        run["stats"].n_f_evals = run["func"].count
+    return ys, run["stats"]
 
 
-def recorded_forward(ctx, run: dict, y0: torch.Tensor, params, keep_state_every: int | None):
-    """The forward pass of ACA and MALI: solve without a graph, recording the accepted steps
-    (start states every ``keep_state_every`` steps) on ``ctx``; returns the stacked outputs."""
-    from ..solvers.loop import integrate
+# ---------------------------------------------------------------------------- ACA and MALI
 
-    trajectory = integrate(
-        run["solver"],
-        run["func"],
-        y0,
-        run["times"],
-        run["options"],
-        run["stats"],
-        record=True,
-        keep_state_every=keep_state_every,
-    )
-    ctx.run = run
-    ctx.steps = trajectory.steps
-    ctx.final = trajectory.final_state
-    ctx.save_for_backward(y0, *params)
-    return trajectory.ys
+
+class RecordedMethod(GradientMethod):
+    """A method that solves without a graph while recording the accepted steps, then
+    sweeps them backwards, re-running each step with a graph (ACA, MALI).
+
+    They differ only in where a step's start state comes from
+    (:meth:`start_of`: stored, or rebuilt), what they keep
+    (:attr:`keep_state_every`) and what they check at the end (:meth:`finish`).
+    """
+
+    #: Keep the start state of every K-th accepted step (``None``: none).
+    keep_state_every: int | None = 1
+
+    def solve(self, request: SolveRequest) -> tuple[torch.Tensor, Stats]:
+        run, params = run_record(self, request)
+        return apply_function(_Recorded, run, request.y0, params)
+
+    @abstractmethod
+    def start_of(self, step: AcceptedStep, end: Any, sweep: dict) -> Any:
+        """The solver state at ``step``'s start, given the state at its end (values only).
+        ``sweep`` is scratch space for the whole backward pass."""
+
+    def finish(self, sweep: dict, y0: torch.Tensor, first_state: Any, run: dict) -> None:
+        """Called after the sweep with the first step's start state (checks, stats);
+        ``sweep`` holds the function, solver, options and steps of the backward pass."""
+
+
+class _Recorded(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, run: dict, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        trajectory = integrate(
+            run["solver"],
+            run["func"],
+            y0,
+            run["times"],
+            run["options"],
+            run["stats"],
+            record=True,
+            keep_state_every=run["method"].keep_state_every,
+        )
+        ctx.run = run
+        ctx.steps = trajectory.steps
+        ctx.final = trajectory.final_state
+        ctx.save_for_backward(y0, *params)
+        return trajectory.ys
+
+    @staticmethod
+    def backward(ctx, grad_ys: torch.Tensor):
+        run, steps = ctx.run, ctx.steps
+        y0, *params = ctx.saved_tensors
+        method, solver, times = run["method"], run["solver"], run["times"]
+        func, stats = run["backward_func"], run["stats"]
+        if torch.is_grad_enabled():
+            grads = double_backward(solver, func, y0, params, steps, times, grad_ys)
+            stats.n_f_evals_backward = func.count
+            return (None, *grads)
+        adjoint = RunningAdjoint(y0, len(params))
+        sweep: dict = {"func": func, "solver": solver, "options": run["options"], "steps": steps}
+        state = ctx.final
+        for step in reversed(steps):
+            adjoint.add_outputs_at_end(step, grad_ys)
+            start = method.start_of(step, state, sweep)
+            step_vjp(solver, func, step, start, adjoint, grad_ys, tuple(params), end=state)
+            state = start
+        method.finish(sweep, y0, state, run)
+        adjoint.y = adjoint.y + grad_ys[0]
+        if steps:  # the first step's second part is f(t0, y0)
+            adjoint.pull_through_slope(func, times[0], y0, tuple(params))
+        stats.n_f_evals_backward = func.count
+        return (None, adjoint.y, *adjoint.parameter_gradients(params))

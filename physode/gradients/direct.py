@@ -8,19 +8,26 @@ differentiated.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..solvers.loop import CountedFunction, Stats, integrate
-from .options import SolveRequest
+from .base import GradientMethod, SolveRequest
 
 
-def solve(request: SolveRequest) -> tuple[torch.Tensor, Stats]:
-    """States at ``times`` as a ``(len(times), *y0.shape)`` tensor, with the solve's statistics."""
-    r = request
-    stats = Stats()
-    counted = CountedFunction(r.func, r.y0)
-    try:
-        trajectory = integrate(r.solver, counted, r.y0, r.times, r.options, stats)
-    finally:
-        stats.n_f_evals = counted.count
-    return trajectory.ys, stats
+@dataclass(frozen=True)
+class Direct(GradientMethod):
+    """Autograd through the whole solve; double backward works."""
+
+    name = "direct"
+
+    def solve(self, request: SolveRequest) -> tuple[torch.Tensor, Stats]:
+        r = request
+        stats = Stats()
+        counted = CountedFunction(r.func, r.y0)
+        try:
+            trajectory = integrate(r.solver, counted, r.y0, r.times, r.options, stats)
+        finally:
+            stats.n_f_evals = counted.count
+        return trajectory.ys, stats

@@ -31,20 +31,17 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from .._checks import optional_positive_int
 from ..errors import SolverError
 from ..solvers.alf import AsyncLeapfrog
-from ..solvers.loop import SolveOptions, Stats
-from .common import (
-    RunningAdjoint,
-    apply_method,
-    double_backward,
-    recorded_forward,
-    step_vjp,
-)
-from .options import GradientOptions, SolveRequest
+from ..solvers.base import Solver
+from ..solvers.loop import AcceptedStep, SolveOptions
+from .common import RecordedMethod
 
 
 def _drift(rebuilt: torch.Tensor, true: torch.Tensor, options: SolveOptions) -> float:
@@ -54,65 +51,69 @@ def _drift(rebuilt: torch.Tensor, true: torch.Tensor, options: SolveOptions) -> 
     return drift if math.isfinite(drift) else math.inf
 
 
-class _MALI(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, run: dict, y0: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        return recorded_forward(
-            ctx, run, y0, params, keep_state_every=run["grad_options"].checkpoint_every
+@dataclass(frozen=True)
+class MALI(RecordedMethod):
+    """The memory-efficient ALF integrator: only the final state and the step sizes are
+    stored; states are rebuilt by the inverse ALF step. Double backward works.
+
+    Args:
+        checkpoint_every: keep an exact state every K steps, bounding the
+            reconstruction drift at memory O(N/K) (``None``: only the final state).
+        on_drift: ``"warn"`` (default) or ``"error"`` when the rebuilt states drift
+            from the true ones by more than the tolerance.
+    """
+
+    checkpoint_every: int | None = None
+    on_drift: str = "warn"
+
+    name = "mali"
+    default_method = "alf"
+
+    def __post_init__(self) -> None:
+        optional_positive_int("checkpoint_every", self.checkpoint_every)
+        if self.on_drift not in ("warn", "error"):
+            raise ValueError(f"on_drift: must be 'warn' or 'error', got {self.on_drift!r}")
+
+    @property
+    def keep_state_every(self) -> int | None:  # type: ignore[override]
+        return self.checkpoint_every
+
+    def accepts(self, solver: Solver) -> bool:
+        return isinstance(solver, AsyncLeapfrog)
+
+    def refusal(self, solver: Solver) -> str:
+        return (
+            f"grad='mali' needs the asynchronous leapfrog (method='alf'), got "
+            f"{solver.name!r}; leave method unset to get ALF"
         )
 
-    @staticmethod
-    def backward(ctx, grad_ys: torch.Tensor):
-        run, steps = ctx.run, ctx.steps
-        y0, *params = ctx.saved_tensors
-        solver, times, options = run["solver"], run["times"], run["options"]
-        func, stats = run["backward_func"], run["stats"]
-        if torch.is_grad_enabled():
-            grads = double_backward(solver, func, y0, params, steps, times, grad_ys)
-            stats.n_f_evals_backward = func.count
-            return (None, *grads)
-        state = ctx.final
-        adjoint = RunningAdjoint(y0, len(params))
-        drift = 0.0
-        for step in reversed(steps):
-            adjoint.add_outputs_at_end(step, grad_ys)
-            with torch.no_grad():
-                start = solver.inverse(func, step.t, step.h, state)
-            if step.state is not None:  # an exact checkpoint: measure, then restart from it
-                drift = max(drift, _drift(start.z, step.state.z, options))
-                start = step.state
-            step_vjp(solver, func, step, start, adjoint, grad_ys, params, end=state)
-            state = start
-        if steps and steps[0].state is None:
-            drift = max(drift, _drift(state.z, y0, options))
-        stats.extra["mali_drift"] = drift
-        _report_drift(drift, run["grad_options"], times[0], len(steps))
-        adjoint.y = adjoint.y + grad_ys[0]
-        if steps:  # v0 = f(t0, z0)
-            adjoint.pull_through_slope(func, times[0], y0, tuple(params))
-        stats.n_f_evals_backward = func.count
-        return (None, adjoint.y, *adjoint.parameter_gradients(params))
+    def start_of(self, step: AcceptedStep, end: Any, sweep: dict) -> Any:
+        solver, options = sweep["solver"], sweep["options"]
+        with torch.no_grad():
+            start = solver.inverse(sweep["func"], step.t, step.h, end)
+        if step.state is not None:  # an exact checkpoint: measure, then restart from it
+            sweep["drift"] = max(sweep.get("drift", 0.0), _drift(start.z, step.state.z, options))
+            start = step.state
+        return start
+
+    def finish(self, sweep: dict, y0: torch.Tensor, first_state: Any, run: dict) -> None:
+        steps = sweep["steps"]
+        drift = sweep.get("drift", 0.0)
+        if steps and steps[0].state is None:  # rebuilt all the way: compare with y0
+            drift = max(drift, _drift(first_state.z, y0, sweep["options"]))
+        run["stats"].extra["mali_drift"] = drift
+        _report_drift(drift, self.on_drift, run["times"][0], len(steps))
 
 
-def _report_drift(drift: float, grad_options: GradientOptions, t0: float, n: int) -> None:
+def _report_drift(drift: float, on_drift: str, t0: float, n: int) -> None:
     if drift <= 1.0:
         return
     message = (
         f"MALI: the states rebuilt by the inverse ALF step drifted from the true ones by "
         f"{drift:.3g} times the tolerance over {n} steps, so the gradient may be inaccurate. "
-        "Pass mali_checkpoint_every=K (exact checkpoints every K steps), tighten the "
+        "Pass MALI(checkpoint_every=K) (exact checkpoints every K steps), tighten the "
         "tolerances, or use grad='aca'"
     )
-    if grad_options.mali_on_drift == "error":
+    if on_drift == "error":
         raise SolverError(message, t=t0, h=None, n_steps=n, reason="mali_drift")
     warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def solve(request: SolveRequest) -> tuple[torch.Tensor, Stats]:
-    """States at ``times`` with gradients by MALI; see the module docstring."""
-    if not isinstance(request.solver, AsyncLeapfrog):
-        raise ValueError(
-            f"method: grad='mali' needs the asynchronous leapfrog (method='alf'), got "
-            f"{request.solver.name!r}; leave method unset to get ALF"
-        )
-    return apply_method(_MALI, "mali", request, grad_options=request.grad_options)

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 
 from .._checks import optional_positive_int
-from .base import StepFunction, StepResult
+from .base import Solver, StepFunction, StepResult
 from .interpolation import hermite_dense
 
 
@@ -49,7 +49,7 @@ class ALFState(NamedTuple):
         return self.pre_restart_v is not None
 
 
-class AsyncLeapfrog:
+class AsyncLeapfrog(Solver):
     """Asynchronous leapfrog: a second-order, explicitly invertible one-step method.
 
     Forward step from ``(z, v)`` at ``t`` with step ``h``::
@@ -263,3 +263,10 @@ class AsyncLeapfrog:
 
     def interpolant(self, h: float, state0: ALFState, state1: ALFState, stages):
         return hermite_dense(state0.z, state1.z, state0.v, state1.v, h)
+
+    def restarted(self, state: ALFState) -> bool:
+        return state.restarted
+
+    def for_keeping(self, state: ALFState) -> ALFState:
+        # ``watch`` only feeds the forward error estimate and restart test.
+        return state if state.watch is None else state._replace(watch=None)

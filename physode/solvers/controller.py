@@ -1,135 +1,226 @@
-"""Step-size control: the error norm, a PI controller and the initial step."""
+"""Step-size controllers: objects that choose each step, with their state passed in and out.
+
+A controller is asked for the step to try from ``t`` toward ``target``
+(:meth:`StepSizeController.propose`) and told how the step went
+(:meth:`StepSizeController.adapt`); what it remembers between steps is a
+:class:`ControllerState` it returns, never hidden on the object, so one
+controller object serves any number of solves and the state after a solve is
+part of its result. Two kinds:
+
+- :class:`PIDController`: adaptive steps from the error ratio (PI by default,
+  Hairer's DOPRI5 coefficients), with safety factor and growth limits;
+- :class:`ConstantStep`: a fixed grid of ``step_size`` (every step accepted).
+
+One stepping loop (:mod:`physode.solvers.loop`) serves both.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import Any
 
-import torch
+from .base import Solver, StepFunction
+from .norms import initial_step
 
-from .base import StepFunction
-
-
-def _error_scale(y0: torch.Tensor, y1: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
-    return torch.maximum(y0.abs(), y1.abs()).mul_(rtol).add_(atol)
-
-
-def error_ratio(
-    error: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, rtol: float, atol: float
-) -> torch.Tensor:
-    """RMS over the whole state of ``error / (atol + rtol * max(|y0|, |y1|))`` (0-dim tensor).
-
-    One number for the whole batch: every trajectory in a batch shares the step size.
-    Its squares overflow (to ``inf``) for ratios beyond ~1e19 in float32, ~1e154 in
-    float64; :func:`safe_error_ratio` gives the true value then.
-    """
-    with torch.no_grad():
-        return (error / _error_scale(y0, y1, rtol, atol)).square().mean().sqrt()
+__all__ = ["ConstantStep", "ControllerState", "PIController", "PIDController", "StepSizeController"]
 
 
-def safe_error_ratio(
-    error: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, rtol: float, atol: float
-) -> float:
-    """:func:`error_ratio` computed without overflow (two passes more, so kept off the
-    common path: the loop calls it only when the plain ratio came out infinite)."""
-    with torch.no_grad():
-        return rms(error / _error_scale(y0, y1, rtol, atol)).item()
+@dataclass(frozen=True)
+class ControllerState:
+    """What a controller carries from one step to the next.
 
-
-def rms(x: torch.Tensor) -> torch.Tensor:
-    """``sqrt(mean(x**2))`` that neither overflows nor underflows: ``x`` is divided by
-    ``max |x|`` before it is squared (a zero ``x`` gives 0; a non-finite one NaN or inf)."""
-    peak = x.abs().amax()
-    unit = torch.where(peak > 0, peak, torch.ones_like(peak))
-    return peak * (x / unit).square().mean().sqrt()
-
-
-def _rms_scaled(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return rms(x / scale)
-
-
-def initial_step(
-    func: StepFunction,
-    t0: float,
-    y0: torch.Tensor,
-    f0: torch.Tensor,
-    error_order: int,
-    rtol: float,
-    atol: float,
-    direction: float,
-    span: float,
-) -> float:
-    """A first step size after Hairer, Norsett & Wanner, Solving ODEs I, section II.4.
-
-    Costs one evaluation of ``func``, made inside ``[t0, t0 + direction * span]``.
-    Returns a positive magnitude. The norms are scale-safe (:func:`rms`), so states
-    of 1e300 or derivatives of 1e12 in float32 neither overflow nor give a zero step;
-    what the heuristic cannot size (a non-finite trial) falls back to a small step
-    that the controller then adapts.
-    """
-    with torch.no_grad():
-        scale = y0.abs().mul(rtol).add_(atol)
-        d0, d1 = torch.stack([_rms_scaled(y0, scale), _rms_scaled(f0, scale)]).tolist()
-        h0 = 0.01 * d0 / d1 if d0 >= 1e-5 and d1 >= 1e-5 else 1e-6
-        # Never a zero (or tiny) step: 0.01 d0 / d1 underflows where f0 dwarfs y0.
-        h0 = min(max(h0, 1e-12 * span), span)
-        f1 = func(t0 + direction * h0, y0.add(f0, alpha=direction * h0))
-        d2 = _rms_scaled(f1 - f0, scale).item() / h0
-    if not math.isfinite(d2) or not math.isfinite(d1):
-        return h0
-    if max(d1, d2) <= 1e-15:
-        h1 = max(1e-6, h0 * 1e-3)
-    else:
-        h1 = (0.01 / max(d1, d2)) ** (1.0 / (error_order + 1))
-    return max(min(100.0 * h0, h1), 1e-12 * span)
-
-
-@dataclass
-class PIController:
-    """Proportional-integral step-size control (Gustafsson; Soderlind).
-
-    After an accepted step the new step is
-    ``h * safety * ratio ** (-beta1 / k) * previous_ratio ** (beta2 / k)``
-    with ``k = error_order + 1``, clipped to ``[dfactor, ifactor]`` times
-    ``h``. The defaults ``beta1 = 0.85, beta2 = 0.2`` are those of Hairer's
-    DOPRI5 (``0.17`` and ``0.04`` for ``k = 5``). After a rejection the step
-    is ``h * reject_safety * ratio ** (-1 / k)``, clipped to ``[dfactor, 1]``,
-    and the next accepted step may not grow: the lower safety after a
-    rejection avoids chains of rejections where the error changes fast.
+    Attributes:
+        h: the magnitude of the next step to try.
+        k: the solver's ``error_order + 1`` (the exponent of the error's growth).
+        previous_ratios: the error ratios of the last accepted steps, newest first.
+        just_rejected: the last step tried was rejected.
+        anchor, index: a fixed grid's last landing point and the steps since (the
+            grid is ``anchor + index * h``, so round-off does not accumulate).
     """
 
-    error_order: int
-    safety: float = 0.9
-    ifactor: float = 10.0
-    dfactor: float = 0.2
+    h: float
+    k: int = 1
+    previous_ratios: tuple[float, ...] = ()
+    just_rejected: bool = False
+    anchor: float = 0.0
+    index: int = 0
+
+
+class StepSizeController(ABC):
+    """Chooses the steps of a solve. ``adaptive``: whether it reads error estimates."""
+
+    adaptive: bool = True
+
+    @abstractmethod
+    def init(
+        self,
+        solver: Solver,
+        func: StepFunction,
+        t0: float,
+        state: Any,
+        t_end: float,
+        rtol: float,
+        atol: float,
+        first_step: float | None,
+    ) -> ControllerState:
+        """The state at the start of a solve from ``t0`` to ``t_end``."""
+
+    @abstractmethod
+    def propose(
+        self, cstate: ControllerState, t: float, target: float, direction: float
+    ) -> tuple[float, ControllerState]:
+        """The (signed) step to try from ``t``, and the state to adapt from; ``target``
+        is the next time the solve must land on (the end, or the next output with
+        ``land_on_outputs``)."""
+
+    @abstractmethod
+    def adapt(
+        self, cstate: ControllerState, h: float, ratio: float
+    ) -> tuple[bool, ControllerState]:
+        """Whether the step of magnitude ``h`` with error ratio ``ratio`` is accepted,
+        and the state for the next step."""
+
+    def check(self, solver: Solver) -> None:  # noqa: B027 (a hook: most accept any solver)
+        """Refuse a solver this controller cannot drive (raises ``ValueError``)."""
+
+
+@dataclass(frozen=True)
+class PIDController(StepSizeController):
+    """Adaptive steps by PID control of the error ratio (Gustafsson; Soderlind).
+
+    After an accepted step with ratio ``r_n`` the next step is
+    ``h * safety * r_n ** (-beta1 / k) * r_{n-1} ** (beta2 / k) * r_{n-2} ** (-beta3 / k)``
+    with ``k = error_order + 1``, clipped to ``[dfactor, ifactor]`` times ``h`` (and to
+    ``[min_step, max_step]``). The defaults ``beta1 = 0.85, beta2 = 0.2, beta3 = 0`` are
+    the PI controller of Hairer's DOPRI5 (``0.17`` and ``0.04`` for ``k = 5``). After a
+    rejection the step is ``h * reject_safety * r ** (-1 / k)``, clipped to
+    ``[dfactor, 1]``, and the next accepted step may not grow: the lower safety after
+    a rejection avoids chains of rejections where the error changes fast.
+
+    Args:
+        beta1, beta2, beta3: the proportional, integral and derivative exponents.
+        safety, reject_safety: factors below 1 on the proposed steps.
+        ifactor, dfactor: the largest growth and the largest shrinking per step.
+        min_step, max_step: bounds on the step's magnitude (a step that fails
+            the error test at ``min_step`` is a ``SolverError``).
+        stretch: a step that would end within this fraction of its target is
+            stretched onto it (Hairer's 1.01 rule), rather than leave a sliver.
+    """
+
     beta1: float = 0.85
     beta2: float = 0.2
+    beta3: float = 0.0
+    safety: float = 0.9
     reject_safety: float = 0.8
+    ifactor: float = 10.0
+    dfactor: float = 0.2
+    min_step: float = 0.0
+    max_step: float = math.inf
+    stretch: float = 0.01
+
+    adaptive = True
 
     def __post_init__(self) -> None:
-        self._previous_ratio = 1.0
-        self._just_rejected = False
+        for name in ("safety", "reject_safety"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"{name}: must lie in (0, 1], got {value!r}")
+        if not self.dfactor < 1.0 < self.ifactor or self.dfactor <= 0.0:
+            raise ValueError(
+                f"dfactor, ifactor: need 0 < dfactor < 1 < ifactor, got {self.dfactor!r}, "
+                f"{self.ifactor!r}"
+            )
+        if not 0.0 <= self.min_step <= self.max_step:
+            raise ValueError(f"min_step: {self.min_step} must lie in [0, max_step={self.max_step}]")
 
-    def propose(self, h: float, ratio: float) -> tuple[bool, float]:
-        """Whether a step with error ``ratio`` is accepted, and the next step size magnitude."""
-        k = self.error_order + 1
+    def check(self, solver: Solver) -> None:
+        if not solver.adaptive:
+            raise ValueError(
+                f"step_size: method {solver.name!r} has no error estimate and needs a fixed "
+                "step_size (or controller=ConstantStep(h))"
+            )
+
+    def init(self, solver, func, t0, state, t_end, rtol, atol, first_step) -> ControllerState:
+        self.check(solver)
+        if first_step is not None:
+            h = abs(first_step)
+        else:
+            y0, f0 = solver.solution(state), solver.slope(state)
+            direction = 1.0 if t_end >= t0 else -1.0
+            h = initial_step(
+                func, t0, y0, f0, solver.error_order, rtol, atol, direction, abs(t_end - t0)
+            )
+        h = min(max(h, self.min_step), self.max_step, abs(t_end - t0))
+        return ControllerState(h=h, k=solver.error_order + 1)
+
+    def propose(self, cstate, t, target, direction) -> tuple[float, ControllerState]:
+        h = direction * cstate.h
+        lands = direction * (t + (1.0 + self.stretch) * h - target) >= 0
+        if lands and abs(target - t) <= self.max_step:
+            h = target - t
+        return h, cstate
+
+    def adapt(self, cstate, h, ratio) -> tuple[bool, ControllerState]:
+        k = cstate.k
         if not math.isfinite(ratio):
-            self._just_rejected = True
-            return False, h * self.dfactor
+            return False, replace(cstate, h=h * self.dfactor, just_rejected=True)
         if ratio <= 1.0:
             if ratio == 0.0:
                 factor = self.ifactor
             else:
-                factor = (
-                    self.safety
-                    * ratio ** (-self.beta1 / k)
-                    * self._previous_ratio ** (self.beta2 / k)
-                )
-            upper = 1.0 if self._just_rejected else self.ifactor
+                factor = self.safety * ratio ** (-self.beta1 / k)
+                previous = cstate.previous_ratios
+                if previous:
+                    factor *= previous[0] ** (self.beta2 / k)
+                if len(previous) > 1 and self.beta3:
+                    factor *= previous[1] ** (-self.beta3 / k)
+            upper = 1.0 if cstate.just_rejected else self.ifactor
             factor = min(upper, max(self.dfactor, factor))
-            self._previous_ratio = max(ratio, 1e-4)
-            self._just_rejected = False
-            return True, h * factor
+            ratios = (max(ratio, 1e-4), *cstate.previous_ratios[:1])
+            h_next = min(max(h * factor, self.min_step), self.max_step)
+            return True, ControllerState(h=h_next, k=k, previous_ratios=ratios)
         factor = min(1.0, max(self.dfactor, self.reject_safety * ratio ** (-1.0 / k)))
-        self._just_rejected = True
-        return False, h * factor
+        return False, replace(cstate, h=max(h * factor, self.min_step), just_rejected=True)
+
+
+#: The PI controller: a :class:`PIDController` with ``beta3 = 0`` (its default).
+PIController = PIDController
+
+
+@dataclass(frozen=True)
+class ConstantStep(StepSizeController):
+    """A fixed grid of steps ``step_size`` long (every step accepted, no error estimate).
+
+    The grid restarts at every time the solve lands on (the end, or each output
+    with ``land_on_outputs``); a step within ``1e-9 step_size`` of its target is
+    snapped onto it.
+    """
+
+    step_size: float
+
+    adaptive = False
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.step_size, (int, float)) and math.isfinite(self.step_size)) or (
+            self.step_size <= 0
+        ):
+            raise ValueError(f"step_size: must be a finite number > 0, got {self.step_size!r}")
+
+    def init(self, solver, func, t0, state, t_end, rtol, atol, first_step) -> ControllerState:
+        return ControllerState(h=abs(float(self.step_size)), anchor=t0, index=0)
+
+    def steps_needed(self, spans: list[float]) -> int:
+        """How many steps cover intervals of these lengths (each grid restarting)."""
+        return sum(math.ceil(span / abs(self.step_size) - 1e-9) for span in spans)
+
+    def propose(self, cstate, t, target, direction) -> tuple[float, ControllerState]:
+        h = direction * cstate.h
+        t1 = cstate.anchor + (cstate.index + 1) * h
+        if direction * (target - t1) <= 1e-9 * abs(h):  # snap onto the target: the grid
+            return target - t, replace(cstate, anchor=target, index=0)  # restarts there
+        return t1 - t, replace(cstate, index=cstate.index + 1)
+
+    def adapt(self, cstate, h, ratio) -> tuple[bool, ControllerState]:
+        return True, cstate

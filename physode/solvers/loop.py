@@ -1,11 +1,12 @@
-"""The stepping loop: from a solver, a controller and output times to a trajectory.
+"""The stepping loop: from a solver, a step-size controller and output times to a trajectory.
 
-The loop is shared by every gradient method. It can run with a graph (direct
-backprop), or without one while recording each accepted step ``(t, h, state)``
-so that a gradient method can re-run any step later from its stored state.
-Time is kept in Python floats (float64) whatever the state's dtype; a step
-costs at most one host-device synchronisation (reading the error ratio, or the
-finiteness flag for a fixed step).
+One loop serves every solver, every controller (adaptive or a fixed grid) and
+every gradient method. It can run with a graph (direct backprop), or without
+one while recording each accepted step ``(t, h, state)`` so that a gradient
+method can re-run any step later from its stored state. Time is kept in Python
+floats (float64) whatever the state's dtype; a step costs at most one
+host-device synchronisation (reading the error ratio with the finiteness flag,
+or the finiteness flag alone for a fixed step).
 """
 
 from __future__ import annotations
@@ -21,23 +22,33 @@ import torch
 
 from ..errors import SolverError
 from .base import Solver, StepFunction
-from .controller import PIController, error_ratio, initial_step, safe_error_ratio
+from .controller import ConstantStep, ControllerState, PIDController, StepSizeController
+from .norms import error_ratio, safe_error_ratio
 
 DEFAULT_MAX_STEPS = 100_000
 
 
 @dataclass(frozen=True)
 class SolveOptions:
-    """Step-size settings of one solve (see ``physode.odeint`` for their meaning)."""
+    """Settings of one solve (see ``physode.odeint`` for their meaning).
+
+    ``controller`` chooses the steps; ``None`` means :class:`ConstantStep` of
+    ``step_size`` when one is given, else a default :class:`PIDController`.
+    """
 
     rtol: float = 1e-6
     atol: float = 1e-8
     step_size: float | None = None
     first_step: float | None = None
-    min_step: float = 0.0
-    max_step: float = math.inf
     max_steps: int = DEFAULT_MAX_STEPS
     land_on_outputs: bool = False
+    controller: StepSizeController | None = None
+
+    @property
+    def step_controller(self) -> StepSizeController:
+        if self.controller is not None:
+            return self.controller
+        return ConstantStep(self.step_size) if self.step_size is not None else PIDController()
 
 
 @dataclass
@@ -50,6 +61,8 @@ class Stats:
         n_accepted: accepted steps.
         n_rejected: rejected steps.
         extra: method-specific figures (e.g. MALI's reconstruction drift).
+        controller_state: the step-size controller's state at the end of the solve
+            (the next step it would try, its last error ratios).
     """
 
     n_f_evals: int = 0
@@ -57,6 +70,7 @@ class Stats:
     n_accepted: int = 0
     n_rejected: int = 0
     extra: dict = field(default_factory=dict)
+    controller_state: ControllerState | None = None
 
     @property
     def n_steps(self) -> int:
@@ -282,11 +296,11 @@ def integrate(
     t = times[0]
     outputs = _Outputs(times, y0, 1.0 if len(times) < 2 or times[-1] > t else -1.0)
     steps = StepLog() if record else None
-    recorder = _Recorder(steps, keep_state_every) if record else None
+    recorder = _Recorder(solver, steps, keep_state_every) if record else None
     state = solver.init(func, t, y0)
     if outputs.done:
         return Trajectory(outputs.ys, steps, state)
-    if not bool(torch.isfinite(state[1]).all()):
+    if not bool(torch.isfinite(solver.slope(state)).all()):
         raise _fail(
             "non_finite",
             "func returned non-finite values at the initial state",
@@ -295,32 +309,25 @@ def integrate(
             None,
             0,
         )
-    if options.step_size is not None:
-        state = _fixed_steps(solver, func, state, times, outputs, options, stats, recorder)
-    else:
-        state = _adaptive_steps(solver, func, state, times, outputs, options, stats, recorder)
-    return Trajectory(outputs.ys, steps, _for_keeping(state) if record else state)
+    state, stats.controller_state = _steps(
+        solver, func, state, times, outputs, options, stats, recorder
+    )
+    final = solver.for_keeping(state) if record else state
+    return Trajectory(outputs.ys, steps, final)
 
 
 class _Recorder:
-    def __init__(self, steps: StepLog, keep_state_every: int | None) -> None:
+    def __init__(self, solver: Solver, steps: StepLog, keep_state_every: int | None) -> None:
+        self.solver = solver
         self.steps = steps
         self.every = keep_state_every
 
     def add(self, t: float, h: float, state, covered, restart: bool) -> None:
         keep = self.every is not None and len(self.steps) % self.every == 0
         # A state whose velocity was restarted cannot be rebuilt by an inverse step.
-        keep = keep or getattr(state, "restarted", False)
-        kept = _for_keeping(state) if keep else None
+        keep = keep or self.solver.restarted(state)
+        kept = self.solver.for_keeping(state) if keep else None
         self.steps.append(AcceptedStep(t, h, kept, covered, restart))
-
-
-def _for_keeping(state):
-    """``state`` as the gradient methods keep it: without ALF's ``watch``, which only
-    feeds the forward error estimate and restart test (state-sized tensors)."""
-    if getattr(state, "watch", None) is not None:
-        return state._replace(watch=None)
-    return state
 
 
 def _accept(solver, func, t, h, state, result, outputs, stats, recorder, restart=None):
@@ -332,8 +339,9 @@ def _accept(solver, func, t, h, state, result, outputs, stats, recorder, restart
     new_state = solver.complete(func, t1, result.state, restart=restart)
     covered = outputs.covered(t, h, t1)
     if covered:
-        outputs.fill(covered, new_state[0], solver.interpolant(h, state, new_state, result.stages))
-    restarted = getattr(new_state, "restarted", False)
+        dense = solver.interpolant(h, state, new_state, result.stages)
+        outputs.fill(covered, solver.solution(new_state), dense)
+    restarted = solver.restarted(new_state)
     if restarted:
         stats.extra["velocity_restarts"] = stats.extra.get("velocity_restarts", 0) + 1
     if recorder is not None:
@@ -342,67 +350,34 @@ def _accept(solver, func, t, h, state, result, outputs, stats, recorder, restart
     return t1, new_state
 
 
-def _fixed_steps(solver, func, state, times, outputs, options, stats, recorder):
+def _steps(solver, func, state, times, outputs, options, stats, recorder):
+    """Step from ``times[0]`` until every output is filled; returns the final solver
+    state and the controller's state."""
+    controller = options.step_controller
+    adaptive = controller.adaptive
     direction = outputs.direction
-    h = direction * abs(options.step_size)
-    # The grid restarts at each output time it lands on; a step within 1e-9 h
-    # of its target is snapped onto it (see below), hence the slack.
-    spans = (
-        [abs(b - a) for a, b in itertools.pairwise(times)]
-        if options.land_on_outputs
-        else [abs(times[-1] - times[0])]
+    t, t_end = times[0], times[-1]
+    if isinstance(controller, ConstantStep):
+        spans = (
+            [abs(b - a) for a, b in itertools.pairwise(times)]
+            if options.land_on_outputs
+            else [abs(t_end - t)]
+        )
+        needed = controller.steps_needed(spans)
+        if needed > options.max_steps:
+            raise _fail(
+                "max_steps",
+                f"step_size={controller.step_size:.6g} needs {needed} steps, more than "
+                f"max_steps={options.max_steps}",
+                "Pass a larger step_size or max_steps",
+                t,
+                direction * controller.step_size,
+                0,
+            )
+    cstate = controller.init(
+        solver, func, t, state, t_end, options.rtol, options.atol, options.first_step
     )
-    needed = sum(math.ceil(span / abs(h) - 1e-9) for span in spans)
-    if needed > options.max_steps:
-        raise _fail(
-            "max_steps",
-            f"step_size={abs(h):.6g} needs {needed} steps, more than max_steps={options.max_steps}",
-            "Pass a larger step_size or max_steps",
-            times[0],
-            h,
-            0,
-        )
-    t = anchor = times[0]
-    i = 0
-    t_end = times[-1]
-    while not outputs.done:
-        target = times[outputs.next] if options.land_on_outputs else t_end
-        i += 1
-        t1 = anchor + i * h
-        # Snap onto the target when the grid reaches it up to round-off.
-        if direction * (target - t1) <= 1e-9 * abs(h):
-            t1 = target
-            anchor, i = target, 0
-        result = solver.step(func, t, t1 - t, state)
-        _check_finite(result.state[0], t, t1 - t, stats.n_steps)
-        t, state = _accept(solver, func, t, t1 - t, state, result, outputs, stats, recorder)
-    return state
-
-
-def _adaptive_steps(solver, func, state, times, outputs, options, stats, recorder):
-    if solver.error_order is None:
-        raise ValueError(
-            f"step_size: method {solver.name!r} has no error estimate and needs a fixed step_size"
-        )
-    direction = outputs.direction
-    t = times[0]
-    t_end = times[-1]
-    controller = PIController(error_order=solver.error_order)
-    if options.first_step is not None:
-        h_abs = abs(options.first_step)
-    else:
-        h_abs = initial_step(
-            func,
-            t,
-            state[0],
-            state[1],
-            solver.error_order,
-            options.rtol,
-            options.atol,
-            direction,
-            abs(t_end - t),
-        )
-    h_abs = min(max(h_abs, options.min_step), options.max_step, abs(t_end - t))
+    min_step = getattr(controller, "min_step", 0.0)
     nonfinite_trial = False
     while not outputs.done:
         if stats.n_steps >= options.max_steps:
@@ -411,50 +386,50 @@ def _adaptive_steps(solver, func, state, times, outputs, options, stats, recorde
                 f"reached max_steps={options.max_steps}",
                 "Raise max_steps or loosen the tolerances. " + _hint(solver),
                 t,
-                direction * h_abs,
+                direction * cstate.h,
                 stats.n_steps,
             )
         target = times[outputs.next] if options.land_on_outputs else t_end
-        h = direction * h_abs
-        # Stretch onto the target rather than leave a sliver of a step (Hairer's 1.01 rule).
-        landed = direction * (t + 1.01 * h - target) >= 0 and abs(target - t) <= options.max_step
-        if landed:
-            h = target - t
-        if abs(h) <= 16 * math.ulp(max(abs(t), abs(t_end))):
+        h, cstate = controller.propose(cstate, t, target, direction)
+        if adaptive and abs(h) <= 16 * math.ulp(max(abs(t), abs(t_end))):
             detail = "the step size underflowed"
             if nonfinite_trial:
                 detail += " (the last trial steps gave a non-finite state: NaN or inf)"
             raise _fail("step_underflow", detail, _hint(solver), t, h, stats.n_steps)
+        # Fixed steps still estimate: the solver's bookkeeping may need it (ALF's count
+        # of steps since its velocity restart lives beside its estimate).
         result = solver.step(func, t, h, state)
-        ratio_t = error_ratio(result.error, state[0], result.state[0], options.rtol, options.atol)
-        flags = [ratio_t, torch.isfinite(result.state[0]).all().to(ratio_t.dtype)]
-        if result.restart_due is not None:
-            flags.append(result.restart_due().to(ratio_t.dtype))
-        # One host-device transfer for the error ratio and both flags.
-        ratio, finite, *due = torch.stack(flags).tolist()
-        nonfinite_trial = not finite
-        if nonfinite_trial:
-            ratio = math.inf
-        elif math.isinf(ratio):  # the squares overflowed, not the error: its true size
-            ratio = safe_error_ratio(
-                result.error, state[0], result.state[0], options.rtol, options.atol
-            )
-        accepted, h_next = controller.propose(abs(h), ratio)
+        y1 = solver.solution(result.state)
+        due = None
+        if adaptive:
+            y0 = solver.solution(state)
+            ratio_t = error_ratio(result.error, y0, y1, options.rtol, options.atol)
+            flags = [ratio_t, torch.isfinite(y1).all().to(ratio_t.dtype)]
+            if result.restart_due is not None:
+                flags.append(result.restart_due().to(ratio_t.dtype))
+            # One host-device transfer for the error ratio and both flags.
+            ratio, finite, *due = torch.stack(flags).tolist()
+            nonfinite_trial = not finite
+            if nonfinite_trial:
+                ratio = math.inf
+            elif math.isinf(ratio):  # the squares overflowed, not the error: its true size
+                ratio = safe_error_ratio(result.error, y0, y1, options.rtol, options.atol)
+        else:
+            _check_finite(y1, t, h, stats.n_steps)
+            ratio = 0.0
+        accepted, cstate = controller.adapt(cstate, abs(h), ratio)
         if not accepted:
             stats.n_rejected += 1
-            if abs(h) <= options.min_step:
+            if abs(h) <= min_step:
                 raise _fail(
                     "min_step",
-                    f"the error test failed (error ratio {ratio:.3g}) "
-                    f"at min_step={options.min_step:.6g}",
+                    f"the error test failed (error ratio {ratio:.3g}) at min_step={min_step:.6g}",
                     _hint(solver),
                     t,
                     h,
                     stats.n_steps,
                 )
-            h_abs = max(h_next, options.min_step)
             continue
         restart = True if due and due[0] else None
         t, state = _accept(solver, func, t, h, state, result, outputs, stats, recorder, restart)
-        h_abs = min(max(h_next, options.min_step), options.max_step)
-    return state
+    return state, cstate

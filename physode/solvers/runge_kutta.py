@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import torch
 
-from .base import StepFunction, StepResult
+from .base import Solver, StepFunction, StepResult
 from .interpolation import hermite_dense, polynomial_dense
 from .tableau import ButcherTableau
 
@@ -26,7 +26,7 @@ def _combine(y: torch.Tensor, h: float, terms: list[tuple[int, float]], ks) -> t
     return out
 
 
-class ExplicitRungeKutta:
+class ExplicitRungeKutta(Solver):
     """An explicit Runge-Kutta method with optional embedded error estimate and FSAL.
 
     Args:
@@ -77,9 +77,6 @@ class ExplicitRungeKutta:
                 (j0, e0), rest = self._e[0], self._e[1:]
                 error = _combine(ks[j0] * (h * e0), h, rest, ks)
         return StepResult(RKState(y1, f1), error, ks)
-
-    def gradient_restart_after(self, state0: RKState, restart: bool) -> bool:
-        return False
 
     def complete(
         self,

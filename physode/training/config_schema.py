@@ -20,12 +20,12 @@ from pydantic import (
 )
 
 from ..datasets import SIMULATORS
-from ..gradients import GRADIENT_METHODS
+from ..gradients import GRADIENT_METHODS, make_gradient
 from ..models.latent import SEQUENCE_MODELS
 from ..models.neural import ACTIVATIONS as _MLP_ACTIVATIONS
 from ..models.registry import NEURAL, PHYSICS
 from ..registry import CodeReferenceError, Registry
-from ..solvers import FIXED_STEP_METHODS, METHODS
+from ..solvers import FIXED_STEP_METHODS, METHODS, make_solver
 from .config_arguments import check_arguments
 from .config_errors import config_error as _config_error
 from .config_errors import show as _show
@@ -361,8 +361,9 @@ class ModelConfig(_Section):
 class SolverConfig(_Section):
     """``solver``: arguments of :func:`physode.odeint` used in training.
 
-    ``method`` left out (null) means ``dopri5``, or ``alf`` with
-    ``grad: mali``; it is filled in on loading.
+    ``method`` left out (null) means the gradient method's default (``dopri5``,
+    or ``alf`` with ``grad: mali``); it is filled in on loading. Whether the
+    gradient method accepts the method is the gradient method's own rule.
     """
 
     method: Literal[METHODS] | None = None  # type: ignore[valid-type]
@@ -374,10 +375,12 @@ class SolverConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> SolverConfig:
+        gradient = make_gradient(self.grad)
         if self.method is None:
-            self.method = "alf" if self.grad == "mali" else "dopri5"
-        if self.grad == "mali" and self.method != "alf":
-            raise _config_error(f"grad 'mali' needs method 'alf', got {self.method!r}", at="method")
+            self.method = gradient.default_method
+        solver = make_solver(self.method)
+        if not gradient.accepts(solver):
+            raise _config_error(gradient.refusal(solver), at="method")
         if self.method in FIXED_STEP_METHODS and self.step_size is None:
             raise _config_error(
                 f"method {self.method!r} is a fixed-step method and needs a step_size",

@@ -37,8 +37,9 @@ from ..datasets.irregular import (
     normalize_minmax,
     train_test_split,
 )
+from ..gradients import make_gradient
 from ..models.latent import ODERNN, GRUBaseline, LatentODE
-from ..solvers import FIXED_STEP_METHODS
+from ..solvers import FIXED_STEP_METHODS, make_solver
 from .config import Config
 from .problem import FitSetupError, ensure_data_file, observed_columns, read_selected
 
@@ -192,8 +193,8 @@ def build_sequence_model(
         method = s.method if spec.encoder_method is None else spec.encoder_method
         if method in FIXED_STEP_METHODS:
             grad = "direct"  # the same gradient of the same fixed steps, computed cheapest
-        elif s.grad == "mali" and method != "alf":
-            grad = "aca"
+        elif not make_gradient(s.grad).accepts(make_solver(method)):
+            grad = "aca"  # the encoder's method is not the one the gradient method needs
         else:
             grad = s.grad
         step = spec.encoder_step_size

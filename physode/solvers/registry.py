@@ -1,0 +1,42 @@
+"""The methods by name: ``odeint(method="dopri5")`` looks the name up here. A new method is
+a :class:`~physode.solvers.base.Solver` subclass and one line below (an explicit
+Runge-Kutta method is only its tableau, in ``tableaus.py``)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from ..registry import Registry
+from .alf import AsyncLeapfrog
+from .base import Solver, check_solver
+from .runge_kutta import ExplicitRungeKutta
+from .tableaus import ALL as TABLEAUS
+
+#: name -> a callable that builds the solver.
+SOLVERS: Registry = Registry(
+    "method",
+    {
+        **{name: partial(ExplicitRungeKutta, tableau) for name, tableau in TABLEAUS.items()},
+        "alf": AsyncLeapfrog,
+    },
+)
+
+FIXED_STEP_METHODS = tuple(name for name, tab in TABLEAUS.items() if not tab.adaptive)
+ADAPTIVE_METHODS = tuple(name for name in SOLVERS if name not in FIXED_STEP_METHODS)
+METHODS = (*FIXED_STEP_METHODS, *ADAPTIVE_METHODS)
+
+
+def make_solver(method: str | Solver | Any) -> Solver:
+    """The solver for a method name, or ``method`` itself when it is a solver object.
+
+    Raises:
+        ValueError: an unknown name (the known ones listed, the closest suggested), or
+            an object that is not a :class:`Solver` (naming what it lacks).
+    """
+    if isinstance(method, str):
+        try:
+            return check_solver(SOLVERS.resolve(method)())
+        except ValueError as exc:
+            raise ValueError(f"method: {exc}") from None
+    return check_solver(method)
