@@ -43,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..gradients import make_gradient
 from ..odeint import odeint
-from ..solvers import FIXED_STEP_METHODS
+from ..solvers import FIXED_STEP_METHODS, make_solver
 from .neural import MLP
 
 #: The reference's hopper settings: 4 hidden layers of 300 units (``--units 300``
@@ -429,13 +430,18 @@ class _ODERNNCore(nn.Module):
         return torch.stack(before, dim=1)
 
 
-def _default_encoder_grad(method: str, grad: str) -> str:
-    # Fixed steps between nearby observations: every gradient method gives the
-    # gradient of the same discrete steps, and direct backprop keeps no more
-    # than ACA would (one short solve per gap) at a fraction of the cost.
+def encoder_gradient(method: str, grad: str) -> str:
+    """The gradient method of an encoder's (or ODE-RNN's) solves with ``method``, given
+    the model's ``grad``.
+
+    Fixed steps between nearby observations: every gradient method gives the
+    gradient of the same discrete steps, and direct backprop keeps no more than
+    ACA would (one short solve per gap) at a fraction of the cost. A method the
+    gradient method does not accept (MALI needs ALF) falls back to ACA.
+    """
     if method in FIXED_STEP_METHODS:
         return "direct"
-    if grad == "mali" and method != "alf":
+    if not make_gradient(grad).accepts(make_solver(method)):
         return "aca"
     return grad
 
@@ -532,7 +538,7 @@ class LatentODE(_SequenceModel):
         )
         enc_method = method if encoder_method is None else encoder_method
         if encoder_grad is None:
-            encoder_grad = _default_encoder_grad(enc_method, grad)
+            encoder_grad = encoder_gradient(enc_method, grad)
         self.solve = _Solve(method, grad, rtol, atol, step_size, solver_options)
         enc_solve = _Solve(
             enc_method,

@@ -37,9 +37,7 @@ from ..datasets.irregular import (
     normalize_minmax,
     train_test_split,
 )
-from ..gradients import make_gradient
-from ..models.latent import ODERNN, GRUBaseline, LatentODE
-from ..solvers import FIXED_STEP_METHODS, make_solver
+from ..models.latent import ODERNN, GRUBaseline, LatentODE, encoder_gradient
 from .config import Config
 from .problem import FitSetupError, ensure_data_file, observed_columns, read_selected
 
@@ -191,12 +189,7 @@ def build_sequence_model(
         )
     elif spec.kind == "ode_rnn":
         method = s.method if spec.encoder_method is None else spec.encoder_method
-        if method in FIXED_STEP_METHODS:
-            grad = "direct"  # the same gradient of the same fixed steps, computed cheapest
-        elif not make_gradient(s.grad).accepts(make_solver(method)):
-            grad = "aca"  # the encoder's method is not the one the gradient method needs
-        else:
-            grad = s.grad
+        grad = encoder_gradient(method, s.grad)
         step = spec.encoder_step_size
         if step is None and spec.encoder_method is None:
             step = s.step_size
