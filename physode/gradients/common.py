@@ -83,12 +83,16 @@ def vjp(
     output does not depend on an input at all (``f`` that ignores ``y``, or a
     parameter it does not use), so that a missing dependence is a zero gradient."""
     pairs = [(o, c) for o, c in zip(outputs, cotangents, strict=True) if o.requires_grad]
-    if not pairs:
-        return [torch.zeros_like(x) for x in inputs]
-    grads = torch.autograd.grad(
-        [o for o, _ in pairs], list(inputs), [c for _, c in pairs], allow_unused=True
+    wanted = [x for x in inputs if x.requires_grad]
+    grads = iter(
+        torch.autograd.grad(
+            [o for o, _ in pairs], wanted, [c for _, c in pairs], allow_unused=True
+        )
+        if pairs and wanted
+        else [None] * len(wanted)
     )
-    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
+    found = [next(grads) if x.requires_grad else None for x in inputs]
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(found, inputs, strict=True)]
 
 
 class RunningAdjoint:
