@@ -149,7 +149,7 @@ class CountingModule(nn.Module):
         return self.func(t, y)
 
 
-def physode_method(label: str, grad: str, method=None, **kwargs) -> Method:
+def physode_method(label: str, grad, method=None, **kwargs) -> Method:
     def solve(func, y0, t, s: Setting, count: bool = True) -> Run:
         if s.step_size is not None:
             opts = {"step_size": s.step_size}
@@ -163,7 +163,7 @@ def physode_method(label: str, grad: str, method=None, **kwargs) -> Method:
             lambda: (st.n_f_evals, st.n_f_evals_backward, st.extra.get("mali_drift")),
         )
 
-    return Method(label, "physode", grad, solve)
+    return Method(label, "physode", grad if isinstance(grad, str) else grad.name, solve)
 
 
 def torchdiffeq_method(label: str, adjoint: bool, method: str) -> Method:
@@ -266,7 +266,9 @@ def mali_variants() -> list[Method]:
         physode_method(
             "physode mali (alf, restart 100)", "mali", method=AsyncLeapfrog(restart_every=100)
         ),
-        physode_method("physode mali (alf), checkpoint 200", "mali", mali_checkpoint_every=200),
+        physode_method(
+            "physode mali (alf), checkpoint 200", physode.MALI(checkpoint_every=200)
+        ),
         physode_method("physode mali (alf eta=0.9)", "mali", method=AsyncLeapfrog(eta=0.9)),
         physode_method("physode direct (alf) [the same steps]", "direct", method="alf"),
     ]

@@ -141,8 +141,9 @@ class Halving(StepSizeController):
 
 
 def test_a_custom_controller_in_a_few_lines():
+    y0 = torch.ones(1, dtype=F64)
     sol = physode.solve(
-        lambda t, y: -y, torch.ones(1, dtype=F64), [0.0, 1.0], controller=Halving(), rtol=1e-12, atol=1e-14
+        lambda t, y: -y, y0, [0.0, 1.0], controller=Halving(), rtol=1e-12, atol=1e-14
     )
     assert abs(sol.ys[-1].item() - math.exp(-1)) < 1e-11
     assert sol.stats.n_rejected >= 1
@@ -202,7 +203,8 @@ def test_an_object_that_is_no_solver_is_refused_when_passed_in():
 
     with pytest.raises(
         ValueError,
-        match=r"method: expected a method name or a physode.solvers.Solver, got Half \(it lacks init, interpolant\)",
+        match=r"method: expected a method name or a physode.solvers.Solver, got Half "
+        r"\(it lacks init, interpolant\)",
     ):
         physode.odeint(lambda t, y: -y, torch.ones(1), [0.0, 1.0], method=Half())
 

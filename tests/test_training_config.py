@@ -226,7 +226,10 @@ def test_several_errors_one_per_line(tmp_path):
         ("solver: {grad: acca}", "solver.grad: unknown value 'acca' (did you mean 'aca'?)"),
         ("solver: {atol: 0}", "solver.atol: must be > 0"),
         ("solver: {method: rk4}", "solver.step_size: method 'rk4' is a fixed-step method"),
-        ("solver: {method: dopri5, grad: mali}", "solver.method: grad='mali' needs the asynchronous leapfrog (method='alf')"),
+        (
+            "solver: {method: dopri5, grad: mali}",
+            "solver.method: grad='mali' needs the asynchronous leapfrog (method='alf')",
+        ),
         ("output: {dir: 3}", "output.dir: "),
     ],
 )
