@@ -10,6 +10,7 @@ import torch
 from .._checks import optional_positive_int
 from .base import Solver, StepFunction, StepResult
 from .interpolation import hermite_dense
+from .small import dot
 
 
 class ParasiteWatch(NamedTuple):
@@ -206,14 +207,14 @@ class AsyncLeapfrog(Solver):
         dot products, so the test allocates nothing of the state's size.
         """
         d, d_prev = difference.reshape(-1), previous.reshape(-1)
-        square_sum = torch.dot(d, d) + torch.dot(d_prev, d_prev)
-        cross = 2.0 * torch.dot(d, d_prev)
+        square_sum = dot(d, d) + dot(d_prev, d_prev)
+        cross = 2.0 * dot(d, d_prev)
         alternating, smooth = square_sum - cross, square_sum + cross
         # |d_i - d_{i-1}| = 4 |e| / h: the amplitude floor in the same units.
         scale = 4.0 * self._RESTART_FLOOR_EPS * torch.finfo(v.dtype).eps / abs(h)
         flat_v = v.detach().reshape(-1)
         dominant = alternating > self._RESTART_DOMINANCE**2 * smooth
-        return dominant & (alternating > scale**2 * torch.dot(flat_v, flat_v))
+        return dominant & (alternating > scale**2 * dot(flat_v, flat_v))
 
     def inverse(self, func: StepFunction, t: float, h: float, state: ALFState) -> ALFState:
         """Rebuild the state at ``t`` from the state at ``t + h`` (one evaluation)."""

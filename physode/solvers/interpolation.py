@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .small import combine
+
 
 def _weights_tensor(rows: list[list[float]], like: torch.Tensor) -> torch.Tensor:
     """Host-side weights moved to ``like``'s device without a blocking copy."""
@@ -40,8 +42,8 @@ class LinearDense:
         """States at the fractions ``thetas`` of the step, shape ``(len(thetas), *S)``."""
         w = _weights_tensor([self.weights(th) for th in thetas], self.y0)  # (T, M)
         stacked = torch.stack(list(self.vectors)).reshape(len(self.vectors), -1)  # (M, N)
-        # One fused op: y0 + w @ v, with y0 broadcast over the T rows.
-        out = torch.addmm(self.y0.reshape(1, -1), w, stacked)
+        # y0 + w @ v, with y0 broadcast over the T rows.
+        out = combine(self.y0.reshape(1, -1), w, stacked)
         return out.reshape(len(thetas), *self.y0.shape)
 
 
