@@ -1,4 +1,4 @@
-"""Engine benchmark: physode against torchdiffeq on forward dopri5 solves.
+"""Engine benchmark: physode against torchdiffeq and torchode on forward dopri5 solves.
 
 For each problem and each library the table gives the function evaluations, the
 steps (accepted + rejected), the median wall time of one solve, and the time per
@@ -10,15 +10,21 @@ each right-hand side is printed too: overhead per evaluation = time per eval - b
 Run from the repository root::
 
     pip install --no-deps torchdiffeq==0.2.5   # optional: the comparison rows
-    python benchmarks/engine.py                # all problems, about 2-3 minutes on 2 cores
+    pip install --no-deps torchode==1.0.1 torchtyping "typeguard<3"   # optional
+    python benchmarks/engine.py                # all problems, about 3-4 minutes on 2 cores
     python benchmarks/engine.py --quick        # fewer repeats
     python benchmarks/engine.py --problems mlp-f64 3body-b1
+    python benchmarks/engine.py --threads 1 --compete 1   # one thread, one busy process beside
 
 Method. Both libraries get the same ``func`` object, ``y0``, ``t`` and tolerances,
-run under ``torch.no_grad()`` with torch's default thread count. Counts come from
-one untimed solve per library: physode's ``Solution.stats``; for torchdiffeq a
-counting wrapper around ``func`` (evaluations) that also implements torchdiffeq's
-``callback_accept_step`` / ``callback_reject_step`` hooks (steps). The timed solves
+run under ``torch.no_grad()`` with torch's default thread count unless ``--threads``
+says otherwise, and ``--compete K`` busy processes beside (``conditions.py``; the
+header states both). Counts come from one untimed solve per library: physode's
+``Solution.stats``; for torchdiffeq a counting wrapper around ``func`` (evaluations)
+that also implements torchdiffeq's ``callback_accept_step`` /
+``callback_reject_step`` hooks (steps); torchode's own statistics, where a step is
+the most any batch member took (torchode sizes each member's step apart, one call
+of ``func`` evaluating the whole batch). The timed solves
 use the bare ``func``. The counting solve doubles as the warm-up; then the
 libraries are timed alternately (one solve each per round), the number of rounds
 chosen from the warm-up time so that the timed solves of a problem take about
@@ -48,6 +54,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -58,6 +65,10 @@ try:
     import torchdiffeq
 except ImportError:  # optional comparison
     torchdiffeq = None
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conditions import add_arguments, applied  # the sibling modules, found through the line above
+from peers import torchode, torchode_solve
 
 Func = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -180,9 +191,16 @@ def solve_torchdiffeq(p: Problem, func: Func) -> torch.Tensor:
     return torchdiffeq.odeint(func, p.y0, p.t, method=p.method, rtol=p.rtol, atol=p.atol)
 
 
+def solve_torchode(p: Problem, func: Func) -> torch.Tensor:
+    return torchode_solve(func, p.y0, p.t, method=p.method, rtol=p.rtol, atol=p.atol).ys
+
+
 SOLVERS: dict[str, Callable[[Problem, Func], torch.Tensor]] = {"physode": solve_physode}
 if torchdiffeq is not None:
     SOLVERS["torchdiffeq"] = solve_torchdiffeq
+if torchode is not None:
+    SOLVERS["torchode"] = solve_torchode
+PEERS = [lib for lib in SOLVERS if lib != "physode"]
 
 
 class Counting:
@@ -230,6 +248,9 @@ def count(lib: str, p: Problem) -> tuple[Counts, torch.Tensor]:
                     f"physode stats report {s.n_f_evals} evals, the wrapper saw {wrapped.n_evals}"
                 )
             return Counts(s.n_f_evals, s.n_accepted, s.n_rejected), sol.ys
+        if lib == "torchode":
+            r = torchode_solve(wrapped, p.y0, p.t, method=p.method, rtol=p.rtol, atol=p.atol)
+            return Counts(wrapped.n_evals, r.n_accepted, r.n_steps - r.n_accepted), r.ys
         ys = SOLVERS[lib](p, wrapped)
     if wrapped.n_accepted == 0:  # hooks not called by this torchdiffeq version
         return Counts(wrapped.n_evals, None, None), ys
@@ -385,48 +406,55 @@ def results_table(rows: list[Row]) -> str:
     return markdown_table(header, body, n_text=2)
 
 
-def ratio_table(rows: list[Row], diffs: dict[str, float]) -> str:
+def ratio_table(rows: list[Row], diffs: dict[tuple[str, str], float]) -> str:
+    """physode against each peer library, one row per (problem, peer)."""
     header = [
         "problem",
+        "peer",
         "evals ratio",
         "Δ evals",
         "time/step ratio",
         "time/eval ratio",
         "time/solve ratio",
-        "max |ys_physode - ys_tdq|",
+        "max |ys_physode - ys_peer|",
     ]
     by_key = {(r.problem, r.library): r for r in rows}
     body = []
     for problem in dict.fromkeys(r.problem for r in rows):
-        a, b = by_key.get((problem, "physode")), by_key.get((problem, "torchdiffeq"))
-        if a is None or b is None:
-            continue
-        step_ratio = (
-            None if a.per_step_s is None or b.per_step_s is None else a.per_step_s / b.per_step_s
-        )
-        body.append(
-            [
-                problem,
-                _fmt(a.counts.n_evals / b.counts.n_evals, ".4f"),
-                f"{a.counts.n_evals - b.counts.n_evals:+d}",
-                _fmt(step_ratio, ".3f"),
-                _fmt(a.per_eval_s / b.per_eval_s, ".3f"),
-                _fmt(a.median_s / b.median_s, ".3f"),
-                _fmt(diffs.get(problem), ".2e"),
-            ]
-        )
-    return markdown_table(header, body)
+        for peer in PEERS:
+            a, b = by_key.get((problem, "physode")), by_key.get((problem, peer))
+            if a is None or b is None:
+                continue
+            step_ratio = (
+                None
+                if a.per_step_s is None or b.per_step_s is None
+                else a.per_step_s / b.per_step_s
+            )
+            body.append(
+                [
+                    problem,
+                    peer,
+                    _fmt(a.counts.n_evals / b.counts.n_evals, ".4f"),
+                    f"{a.counts.n_evals - b.counts.n_evals:+d}",
+                    _fmt(step_ratio, ".3f"),
+                    _fmt(a.per_eval_s / b.per_eval_s, ".3f"),
+                    _fmt(a.median_s / b.median_s, ".3f"),
+                    _fmt(diffs.get((problem, peer)), ".2e"),
+                ]
+            )
+    return markdown_table(header, body, n_text=2)
 
 
-def print_header(problems: list[Problem]) -> None:
+def print_header(problems: list[Problem], conditions: str) -> None:
     tdq = torchdiffeq.__version__ if torchdiffeq is not None else "not installed"
+    tode = torchode.__version__ if torchode is not None else "not installed"
     print(
-        f"physode {physode.__version__}, torchdiffeq {tdq}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, Python {platform.python_version()}, "
-        f"{platform.machine()}"
+        f"physode {physode.__version__}, torchdiffeq {tdq}, torchode {tode}, "
+        f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}"
     )
-    if torchdiffeq is None:
-        print("NOTE: torchdiffeq could not be imported; physode rows only.")
+    print(conditions)
+    if not PEERS:
+        print("NOTE: neither torchdiffeq nor torchode could be imported; physode rows only.")
     print()
     for p in problems:
         print(f"- {p.name}: {p.description}, y0 {tuple(p.y0.shape)}, {p.method}")
@@ -452,6 +480,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--min-repeats", type=int, default=None)
     parser.add_argument("--max-repeats", type=int, default=None)
+    add_arguments(parser)
     args = parser.parse_args(argv)
     defaults = (1.0, 1, 5) if args.quick else (6.0, 2, 200)
     for name, value in zip(("budget", "min_repeats", "max_repeats"), defaults, strict=True):
@@ -462,28 +491,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    with applied(args) as conditions:
+        run(args, conditions)
+
+
+def run(args: argparse.Namespace, conditions: str) -> None:
     problems = [PROBLEMS[name]() for name in args.problems]
-    print_header(problems)
+    print_header(problems, conditions)
     rows: list[Row] = []
-    diffs: dict[str, float] = {}
+    diffs: dict[tuple[str, str], float] = {}
     for p in problems:
         print(f"running {p.name} ...", file=sys.stderr, flush=True)
         problem_rows, sols = run_problem(p, args.budget, args.min_repeats, args.max_repeats)
         rows.extend(problem_rows)
-        if "torchdiffeq" in sols:
-            diffs[p.name] = (sols["physode"] - sols["torchdiffeq"]).abs().max().item()
+        for peer in PEERS:
+            diffs[p.name, peer] = (sols["physode"] - sols[peer]).abs().max().item()
     print(results_table(rows))
     print()
     print("overhead µs/eval = µs/eval - bare f µs (solver work attributed per evaluation).")
-    if torchdiffeq is None:
-        print("torchdiffeq not installed: no ratios (pip install --no-deps torchdiffeq==0.2.5).")
+    if not PEERS:
         return
     print()
-    print("Ratios physode / torchdiffeq (targets: evals <= 1, time/step < 1);")
-    print("Δ evals = physode - torchdiffeq. The three-body problem is chaotic (close")
-    print("encounters), so the two solutions part by more than the tolerances over t in [0, 2].")
+    print("Ratios physode / peer (targets: evals <= 1, time/step < 1); Δ evals = physode - peer.")
+    print("torchode sizes each batch member's step apart; its steps are the most any member took.")
+    print("The three-body problem is chaotic (close encounters), so the solutions part by more")
+    print("than the tolerances over t in [0, 2].")
     print()
     print(ratio_table(rows, diffs))
+    print()
+    print(conditions)
 
 
 if __name__ == "__main__":

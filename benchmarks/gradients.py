@@ -1,18 +1,22 @@
 """Gradient benchmark: accuracy, memory and time of physode's gradient methods.
 
 physode's gradient methods (``direct``, ``adjoint``, ``aca``, ``mali``) side by side
-with torchdiffeq (``odeint``: backprop through the solver; ``odeint_adjoint``) and,
-where it installs and runs, TorchDiffEqPack (``odesolve``: direct; ``odesolve_adjoint``:
+with torchdiffeq (``odeint``: backprop through the solver; ``odeint_adjoint``), torchode
+(``AutoDiffAdjoint``: backprop; ``BacksolveAdjoint``: the continuous adjoint; adaptive
+dopri5 only, a step size per batch member) and, where it installs and runs,
+TorchDiffEqPack (``odesolve``: direct; ``odesolve_adjoint``:
 ACA; ``odesolve_adjoint_sym12`` with sym12async: MALI; it keeps time in float32 and
 its memory-efficient modes return only the end state).
 
 Run from the repository root::
 
     pip install --no-deps torchdiffeq==0.2.5 torchdiffeqpack==1.0.1   # optional rows
+    pip install --no-deps torchode==1.0.1 torchtyping "typeguard<3"   # optional rows
     python benchmarks/gradients.py                # tables a, b, c: ~12 minutes on 2 cores
     python benchmarks/gradients.py --quick        # fewer tolerances, step counts: ~2 minutes
     python benchmarks/gradients.py --tables a,c
     python benchmarks/gradients.py --tables c --b256   # adds three-body batch 256: ~7 more
+    python benchmarks/gradients.py --tables c --threads 1 --compete 1   # see conditions.py
 
 a. Accuracy: ||g - g_ref|| / ||g_ref|| of the gradient (w.r.t. y0 and the parameters,
    one flat vector) against rtol = atol, and the function evaluations forward+backward
@@ -67,7 +71,8 @@ import physode
 from physode.solvers import AsyncLeapfrog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine import (  # the sibling module, found through the line above
+from conditions import add_arguments, applied  # the sibling modules, found through the line above
+from engine import (
     MLPField,
     build_mlp,
     choose_repeats,
@@ -75,6 +80,7 @@ from engine import (  # the sibling module, found through the line above
     three_body_initial,
     time_interleaved,
 )
+from peers import torchode, torchode_solve
 
 try:
     import torchdiffeq
@@ -181,6 +187,20 @@ def torchdiffeq_method(label: str, adjoint: bool, method: str) -> Method:
     return Method(label, "torchdiffeq", "adjoint" if adjoint else "direct", solve)
 
 
+def torchode_method(label: str, adjoint: bool) -> Method:
+    def solve(func, y0, t, s: Setting, count: bool = True) -> Run:
+        if s.step_size is not None:
+            raise NotApplicable("no rk4 in torchode")
+        f = CountingModule(func) if count else func
+        r = torchode_solve(
+            f, y0, t, rtol=s.rtol, atol=s.atol, adjoint=adjoint, max_steps=s.max_steps
+        )
+        fwd = f.n if count else 0
+        return Run(r.ys[-1], r.ys, lambda: (fwd, (f.n - fwd) if count else 0, None))
+
+    return Method(label, "torchode", "adjoint" if adjoint else "direct", solve)
+
+
 # TorchDiffEqPack's neval counts accepted steps; each costs at least this many evaluations.
 TDP_EVALS_PER_STEP = {"dopri5": 12, "sym12async": 2}
 TDP_FIXED = {"dopri5": "rk4", "sym12async": "fixedstep_sym12async"}
@@ -229,13 +249,19 @@ def tdp_check() -> str | None:
 
 
 def comparison_methods(fixed: bool) -> list[Method]:
-    """torchdiffeq and TorchDiffEqPack rows; rk4 for fixed steps, dopri5 otherwise."""
+    """torchdiffeq, torchode and TorchDiffEqPack rows; rk4 for fixed steps, dopri5
+    otherwise (torchode has no rk4: no fixed-step rows)."""
     scheme = "rk4" if fixed else "dopri5"
     methods = []
     if torchdiffeq is not None:
         methods += [
             torchdiffeq_method(f"tdq odeint ({scheme})", False, scheme),
             torchdiffeq_method(f"tdq odeint_adjoint ({scheme})", True, scheme),
+        ]
+    if torchode is not None and not fixed:
+        methods += [
+            torchode_method("tode AutoDiffAdjoint (dopri5)", False),
+            torchode_method("tode BacksolveAdjoint (dopri5)", True),
         ]
     if tdp is not None:
         sym = "fixedstep_sym12async" if fixed else "sym12async"
@@ -266,9 +292,7 @@ def mali_variants() -> list[Method]:
         physode_method(
             "physode mali (alf, restart 100)", "mali", method=AsyncLeapfrog(restart_every=100)
         ),
-        physode_method(
-            "physode mali (alf), checkpoint 200", physode.MALI(checkpoint_every=200)
-        ),
+        physode_method("physode mali (alf), checkpoint 200", physode.MALI(checkpoint_every=200)),
         physode_method("physode mali (alf eta=0.9)", "mali", method=AsyncLeapfrog(eta=0.9)),
         physode_method("physode direct (alf) [the same steps]", "direct", method="alf"),
     ]
@@ -1020,7 +1044,8 @@ def ratio_table(rows: list[TimeRow], outputs: dict[str, int]) -> str:
             return "n/a"
         return f"{(a.seconds / sum(a.evals)) / (b.seconds / sum(b.evals)):.2f}"
 
-    header = ["problem", "ACA / tdq odeint_adjoint", "ACA / tdq odeint", "MALI / ACA"]
+    header = ["problem", "ACA / tdq odeint_adjoint", "ACA / tdq odeint"]
+    header += ["ACA / tode Backsolve", "ACA / tode AutoDiff", "MALI / ACA"]
     header += ["MALI / ACA per evaluation", "ACA fwd evals per output interval"]
     body = []
     for problem in dict.fromkeys(r.problem for r in rows):
@@ -1035,6 +1060,8 @@ def ratio_table(rows: list[TimeRow], outputs: dict[str, int]) -> str:
                 problem,
                 ratio(aca_row, row(problem, "torchdiffeq", "adjoint")),
                 ratio(aca_row, row(problem, "torchdiffeq", "direct")),
+                ratio(aca_row, row(problem, "torchode", "adjoint")),
+                ratio(aca_row, row(problem, "torchode", "direct")),
                 ratio(row(problem, "physode", "mali"), aca_row),
                 per_evaluation(row(problem, "physode", "mali"), aca_row),
                 per_interval,
@@ -1094,16 +1121,20 @@ def run_time(quick: bool, b256: bool) -> None:
 # ----------------------------------------------------------------------------- main
 
 
-def print_header(tdp_note: str | None) -> None:
+def print_header(tdp_note: str | None, conditions: str) -> None:
     tdq = torchdiffeq.__version__ if torchdiffeq is not None else "not installed"
+    tode = torchode.__version__ if torchode is not None else "not installed"
     pack = "not available" if tdp_note else "1.0.1 (TorchDiffEqPack)"
     print(
-        f"physode {physode.__version__}, torchdiffeq {tdq}, TorchDiffEqPack {pack}, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs"
+        f"physode {physode.__version__}, torchdiffeq {tdq}, torchode {tode}, "
+        f"TorchDiffEqPack {pack}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}, {platform.machine()}"
     )
+    print(conditions)
     if torchdiffeq is None:
         print("NOTE: torchdiffeq could not be imported; its rows are skipped.")
+    if torchode is None:
+        print("NOTE: torchode could not be imported; its rows are skipped.")
     if tdp_note:
         print(f"NOTE: TorchDiffEqPack rows skipped ({tdp_note}).")
     else:
@@ -1128,6 +1159,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--b256", action="store_true", help="add the three-body batch-256 problem to table c"
     )
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
+    add_arguments(parser)
     args = parser.parse_args(argv)
     args.tables = {x.strip() for x in args.tables.split(",") if x.strip()}
     if not args.tables <= {"a", "b", "c"}:
@@ -1140,11 +1172,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_worker:
         print(json.dumps(memory_worker(json.loads(args.memory_worker))))
         return
+    with applied(args) as conditions:
+        run(args, conditions)
+
+
+def run(args: argparse.Namespace, conditions: str) -> None:
     global tdp
     tdp_note = tdp_check()
     if tdp_note:
         tdp = None
-    print_header(tdp_note)
+    print_header(tdp_note, conditions)
     start = time.perf_counter()
     if "a" in args.tables:
         tols = [1e-3, 1e-7] if args.quick else [1e-3, 1e-5, 1e-7, 1e-9]
@@ -1154,7 +1191,7 @@ def main(argv: list[str] | None = None) -> None:
     if "c" in args.tables:
         run_time(args.quick, args.b256)
     print()
-    print(f"total {time.perf_counter() - start:.0f} s")
+    print(f"total {time.perf_counter() - start:.0f} s; {conditions}")
 
 
 if __name__ == "__main__":
