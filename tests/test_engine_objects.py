@@ -304,7 +304,8 @@ def test_gradients_with_respect_to_the_times_against_finite_differences(grad):
 
     y0 = torch.tensor([1.0, 2.0], dtype=F64)
     t = torch.tensor([0.1, 0.5, 1.2, 2.0], dtype=F64, requires_grad=True)
-    tol = {"rtol": 1e-11, "atol": 1e-12} if grad != "mali" else {"rtol": 1e-10, "atol": 1e-11}
+    # ALF is second order: 1e-8 is as tight as its step count allows.
+    tol = {"rtol": 1e-11, "atol": 1e-12} if grad != "mali" else {"rtol": 1e-8, "atol": 1e-10}
     ys = physode.odeint(f, y0, t, grad=grad, params=(k,), **{**METHODS[grad], **tol})
     (g,) = torch.autograd.grad(ys.square().sum(), t)
 

@@ -265,19 +265,22 @@ def test_mali_with_default_alf_finishes_van_der_pol_accurately():
     assert sol.stats.extra["mali_drift"] < 1e-3
 
 
-def test_gradient_restarts_cure_the_parasitic_sensitivity():
-    # Van der Pol, T = 20, rtol 1e-5: the forward solve needs no velocity restart, but
-    # the exact derivative of ALF's solution carries the parasitic mode's growth.
+def test_velocity_restarts_let_alf_finish_van_der_pol_and_leave_gradients_accurate():
+    # Van der Pol, T = 20, rtol 1e-5: the parasitic mode grows on the contracting
+    # phases of the limit cycle until it drives the error estimate; without
+    # velocity restarts the step size collapses.
+    with pytest.raises(physode.SolverError, match="max_steps"):
+        vdp_gradient("mali", 20.0, method=PLAIN_ALF, rtol=1e-5, atol=1e-5, max_steps=20_000)
     ref, _ = vdp_gradient("aca", 20.0, rtol=1e-11, atol=1e-11)
-    plain, _ = vdp_gradient("mali", 20.0, method=PLAIN_ALF, rtol=1e-5, atol=1e-5)
-    assert rel(plain, ref) > 1e3
-    # Gradient restarts alone (no velocity restart, so nothing kept in memory):
-    solver = AsyncLeapfrog(auto_restart=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got, sol = vdp_gradient("mali", 20.0, method=solver, rtol=1e-5, atol=1e-5)
-    assert "velocity_restarts" not in sol.stats.extra
+        got, sol = vdp_gradient("mali", 20.0, rtol=1e-5, atol=1e-5)
+    assert sol.stats.extra["velocity_restarts"] > 5
     assert rel(got, ref) < 0.05
+    # Gradient restarts change what is differentiated, never the forward values.
+    no_gradient_restarts = AsyncLeapfrog(gradient_restart_every=None)
+    _, bare = vdp_gradient("mali", 20.0, method=no_gradient_restarts, rtol=1e-5, atol=1e-5)
+    assert torch.equal(bare.ys, sol.ys)
 
 
 def damped_matrix(n: int = 8, seed: int = 0) -> torch.Tensor:
@@ -297,7 +300,7 @@ def test_velocity_restarts_fire_where_the_flow_contracts_and_rarely_elsewhere():
         physode.solve(rhs, y0, t, method=PLAIN_ALF, rtol=1e-6, atol=1e-8, max_steps=20_000)
     sol = physode.solve(rhs, y0, t, method="alf", rtol=1e-6, atol=1e-8)
     assert sol.stats.extra["velocity_restarts"] > 5
-    assert sol.stats.n_accepted < 5_000
+    assert sol.stats.n_accepted < 10_000
     exact = torch.linalg.matrix_exp(a * 5.0) @ y0
     assert rel(sol.ys[-1], exact) < 1e-3
     # A rotation neither contracts nor expands: (almost) nothing to restart, so MALI
