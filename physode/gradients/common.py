@@ -85,9 +85,7 @@ def vjp(
     pairs = [(o, c) for o, c in zip(outputs, cotangents, strict=True) if o.requires_grad]
     wanted = [x for x in inputs if x.requires_grad]
     grads = iter(
-        torch.autograd.grad(
-            [o for o, _ in pairs], wanted, [c for _, c in pairs], allow_unused=True
-        )
+        torch.autograd.grad([o for o, _ in pairs], wanted, [c for _, c in pairs], allow_unused=True)
         if pairs and wanted
         else [None] * len(wanted)
     )
