@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,6 +44,9 @@ from scipy.integrate import solve_ivp
 
 import physode
 from physode.solvers.registry import ADAPTIVE_METHODS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from engine import markdown_table  # a sibling module, found through the line above
 
 F64 = torch.float64
 N_OUTPUTS = 101
@@ -131,25 +135,27 @@ def run_cell(p: Problem, method: str, rtol: float) -> Cell:
     return Cell((sol.ys - reference).abs().max().item(), sol.stats.n_f_evals)
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+def worst_ratio(
+    cells: dict[tuple[str, str, float], Cell], method: str, rtol: float, methods, problems
+) -> str:
+    """The ratio (over the problems) of ``method``'s error to the median of the others'
+    at ``rtol`` that lies farthest from 1, as table text."""
+    ratios = []
+    for name in problems:
+        mine = cells[name, method, rtol].error
+        others = [cells[name, m, rtol].error for m in methods if m != method]
+        others = [x for x in others if x is not None]
+        if mine is not None and others:
+            ratios.append(mine / statistics.median(others))
+    if not ratios:
+        return "n/a"
+    return f"{max(ratios, key=lambda r: abs(math.log(r))):.2g}"
 
-    def line(cells: list[str]) -> str:
-        return (
-            "| "
-            + " | ".join(
-                c.rjust(w) if i else c.ljust(w)
-                for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-            )
-            + " |"
-        )
 
-    rule = (
-        "|"
-        + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths))
-        + "|"
-    )
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+def rtol_table(methods: list[str], rtols: list[float], text: Callable[[str, float], str]) -> str:
+    """A table with a row per method and a column per rtol, cells from ``text(method, rtol)``."""
+    header = ["method", *(f"rtol {r:.0e}" for r in rtols)]
+    return markdown_table(header, [[m, *(text(m, r) for r in rtols)] for m in methods])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -174,35 +180,23 @@ def main(argv: list[str] | None = None) -> None:
         print()
         print(f"({name}) largest |error| / function evaluations")
         print()
-        header = ["method", *(f"rtol {r:.0e}" for r in args.rtols)]
-        body = []
-        for method in args.methods:
-            row = [method]
-            for rtol in args.rtols:
-                c = cells[name, method, rtol]
-                row.append(c.failure or f"{c.error:.1e} / {c.evals}")
-            body.append(row)
-        print(markdown_table(header, body))
+
+        def error_and_evals(method: str, rtol: float, name: str = name) -> str:
+            c = cells[name, method, rtol]
+            return c.failure or f"{c.error:.1e} / {c.evals}"
+
+        print(rtol_table(args.methods, args.rtols, error_and_evals))
     print()
     print("Error / median error of the other methods at the same rtol (within 0.1-10: the")
     print("tolerance means the same as for the others); the worst over the three problems:")
     print()
-    header = ["method", *(f"rtol {r:.0e}" for r in args.rtols)]
-    body = []
-    for method in args.methods:
-        row = [method]
-        for rtol in args.rtols:
-            ratios = []
-            for name in args.problems:
-                mine = cells[name, method, rtol].error
-                others = [cells[name, m, rtol].error for m in args.methods if m != method]
-                others = [x for x in others if x is not None]
-                if mine is not None and others:
-                    ratios.append(mine / statistics.median(others))
-            worst = max(ratios, key=lambda r: abs(math.log(r))) if ratios else None
-            row.append("n/a" if worst is None else f"{worst:.2g}")
-        body.append(row)
-    print(markdown_table(header, body))
+    print(
+        rtol_table(
+            args.methods,
+            args.rtols,
+            lambda m, r: worst_ratio(cells, m, r, args.methods, args.problems),
+        )
+    )
     print()
     print(f"total {time.perf_counter() - start:.0f} s")
 
