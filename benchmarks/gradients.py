@@ -97,7 +97,9 @@ except Exception as exc:  # optional comparison; any failure to import skips its
 
 F64 = torch.float64
 ACCURACY_STEP_CAP = 10_000  # physode max_steps, torchdiffeq max_num_steps, TDP neval_max
-TIME_STEP_CAP = 20_000
+TIME_STEP_CAP = (
+    200_000  # ALF (MALI), second order, one evaluation a step: 145 000 steps on 3body-b1-long
+)
 
 
 # ----------------------------------------------------------------------------- methods
@@ -927,6 +929,7 @@ class TimeRow:
     repeats: str = ""
     evals: tuple[int, int] | None = None
     drift: float | None = None
+    error: float | None = None  # max |y(T) - reference y(T)|
     failure: str | None = None
     samples: list[float] = field(default_factory=list)  # one time per interleaved round
     units: list[float] = field(default_factory=list)  # the f+VJP unit in each round
@@ -943,6 +946,8 @@ def time_problem(
     (as many as fit ``budget_s``; ``lo`` applies only to rounds under a minute)."""
     rows: dict[str, TimeRow] = {}
     warm: dict[str, float] = {}
+    with torch.no_grad():  # what each row's end state is measured against
+        reference = physode.odeint(p.func, p.y0, p.t, rtol=1e-12, atol=1e-12, max_steps=10**6)
     for m in methods:  # counted run, doubles as the warm-up
         progress(f"  c/{p.name}: {m.label}")
         row = TimeRow(p.name, m)
@@ -956,6 +961,7 @@ def time_problem(
         warm[m.label] = time.perf_counter() - start
         fwd, bwd, row.drift = run.counts()
         row.evals = (fwd, bwd)
+        row.error = (run.end.detach() - reference[-1]).abs().max().item()
     round_s = sum(warm.values())
     repeats = choose_repeats(round_s, budget_s, lo if round_s < 60.0 else 0, hi)
     if repeats == 0:  # too slow to repeat: the counted run is the only sample
@@ -979,12 +985,13 @@ def time_problem(
 
 
 def time_table(rows: list[TimeRow], fvjp: dict[str, float]) -> str:
-    header = ["problem", "method", "ms", "runs", "evals fwd+bwd", "f+VJP µs", "overhead"]
+    header = ["problem", "method", "ms", "runs", "evals fwd+bwd", "err y(T)", "f+VJP µs"]
+    header += ["overhead"]
     header += ["quiet f+VJP µs", "overhead vs quiet", "note"]
     body = []
     for r in rows:
         if r.failure is not None:
-            body.append([r.problem, r.method.label, *[""] * 7, r.failure])
+            body.append([r.problem, r.method.label, *[""] * 8, r.failure])
             continue
         fwd, bwd = r.evals
         evals = fwd + bwd
@@ -1003,6 +1010,7 @@ def time_table(rows: list[TimeRow], fvjp: dict[str, float]) -> str:
                 f"{r.seconds * 1e3:.1f}",
                 r.repeats,
                 f"{fwd}+{bwd}",
+                f"{r.error:.1e}",
                 in_rounds,
                 rounds,
                 f"{quiet * 1e6:.1f}",
@@ -1081,7 +1089,10 @@ def run_time(quick: bool, b256: bool) -> None:
     print(
         "Methods: dopri5 (alf for physode mali, sym12async for TDP's MALI); step cap "
         f"{TIME_STEP_CAP}. ms = median over 'runs' interleaved repeats; 1* = one counted "
-        "run only (too slow to repeat within the budget)."
+        "run only (too slow to repeat within the budget). err y(T) = max |y(T) - y_ref(T)|, "
+        "y_ref from dopri5 at rtol = atol = 1e-12: at one tolerance, methods of different "
+        "order reach different accuracies (ALF, second order, takes more steps than dopri5 "
+        "at a tolerance it meets, and ends closer to the reference)."
     )
     print(
         "overhead = the median over rounds of time / ((fwd + bwd evals) x f+VJP), f+VJP = "

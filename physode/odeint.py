@@ -94,6 +94,7 @@ def _options(
     max_steps,
     land_on_outputs: bool,
     controller: StepSizeController | None,
+    norm: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> SolveOptions:
     rtol = _positive("rtol", rtol)
     atol = _positive("atol", atol)
@@ -124,6 +125,7 @@ def _options(
         max_steps=DEFAULT_MAX_STEPS if max_steps is None else max_steps,
         land_on_outputs=bool(land_on_outputs),
         controller=controller,
+        norm=norm,
     )
     if (
         isinstance(options.max_steps, bool)
@@ -146,6 +148,16 @@ class _Flat(nn.Module):
 
     def forward(self, t: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
         return self.structure.flatten(self.func(t, self.structure.unflatten(flat)))
+
+
+class _StructuredNorm:
+    """A user's norm on structured states, as the loop calls it: on the flat scaled error."""
+
+    def __init__(self, norm: Callable, structure: StateStructure) -> None:
+        self.norm, self.structure = norm, structure
+
+    def __call__(self, scaled: torch.Tensor) -> Any:
+        return self.norm(self.structure.unflatten(scaled))
 
 
 def _slopes(func: Callable, times: Sequence[float], ys: torch.Tensor) -> torch.Tensor:
@@ -173,6 +185,7 @@ def solve(
     controller: StepSizeController | None = None,
     first_step: float | None = None,
     land_on_outputs: bool = False,
+    norm: Callable[[Any], torch.Tensor | float] | None = None,
     params: Sequence[torch.Tensor] | None = None,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return the states at ``t``.
@@ -189,7 +202,7 @@ def solve(
             ``t[0]`` is the start. Held in float64 internally. A tensor that
             requires grad receives gradients with respect to every time (the
             start and the outputs), for every gradient method.
-        method: ``euler``, ``midpoint``, ``heun``, ``rk4`` (fixed step, need
+        method: ``euler``, ``midpoint``, ``heun``, ``heun3``, ``rk4`` (fixed step, need
             ``step_size``); ``heun_euler``, ``bosh3``, ``dopri5``, ``tsit5``
             (adaptive); ``alf`` (asynchronous leapfrog, adaptive or fixed); or
             a :class:`physode.solvers.Solver` object. Default: the gradient
@@ -217,6 +230,10 @@ def solve(
             Hairer, Norsett & Wanner II.4).
         land_on_outputs: end steps exactly on every output time instead of
             interpolating between steps.
+        norm: the error norm of a step, in place of the RMS: called with the scaled
+            error ``err / (atol + rtol * max(|y|, |y_new|))`` in ``y0``'s structure,
+            returns one number; a step is accepted when it is <= 1 (e.g. the max norm,
+            or a norm that ignores a component). The first step's heuristic keeps the RMS.
         params: tensors that ``func`` closes over and that need gradients
             (needed by every gradient method but ``direct``; an ``nn.Module``'s
             own parameters are found automatically).
@@ -237,8 +254,19 @@ def solve(
     gradient = make_gradient(grad)
     solver = make_solver(method if method is not None else gradient.default_method)
     gradient.check_solver(solver)
+    if norm is not None and not callable(norm):
+        raise ValueError(f"norm: must be callable (scaled error -> number), got {norm!r}")
+    flat_norm = norm if norm is None or structure is None else _StructuredNorm(norm, structure)
     options = _options(
-        solver, rtol, atol, step_size, first_step, max_steps, land_on_outputs, controller
+        solver,
+        rtol,
+        atol,
+        step_size,
+        first_step,
+        max_steps,
+        land_on_outputs,
+        controller,
+        flat_norm,
     )
     f = func if structure is None else _Flat(func, structure)
     start = flat_y0

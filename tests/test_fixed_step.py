@@ -35,6 +35,7 @@ HALVINGS_COARSE = [0.1, 0.05, 0.025, 0.0125]
         ("euler", 1, HALVINGS_COARSE),
         ("midpoint", 2, HALVINGS_COARSE),
         ("heun", 2, HALVINGS_COARSE),
+        ("heun3", 3, [0.2, 0.1, 0.05, 0.025]),
         ("rk4", 4, [0.2, 0.1, 0.05, 0.025]),
         ("alf", 2, HALVINGS_COARSE),
     ],
@@ -87,6 +88,7 @@ def test_damped_alf_is_first_order():
         ("euler", 1),
         ("midpoint", 2),
         ("heun", 2),
+        ("heun3", 3),
         ("rk4", 4),
         # FSAL tableaus: stages 2..s, the last of which is f(t1, y1).
         ("bosh3", 3),

@@ -105,12 +105,13 @@ def test_rational_tableaus_are_exact():
 
 
 def test_method_registry():
-    assert set(FIXED_STEP_METHODS) == {"euler", "midpoint", "heun", "rk4"}
+    assert set(FIXED_STEP_METHODS) == {"euler", "midpoint", "heun", "heun3", "rk4"}
     assert set(ADAPTIVE_METHODS) == {"heun_euler", "bosh3", "dopri5", "tsit5", "alf"}
     assert {name: tab.order for name, tab in ALL.items()} == {
         "euler": 1,
         "midpoint": 2,
         "heun": 2,
+        "heun3": 3,
         "rk4": 4,
         "heun_euler": 2,
         "bosh3": 3,

@@ -23,7 +23,7 @@ import torch
 from ..errors import SolverError
 from .base import Solver, StepFunction
 from .controller import ConstantStep, ControllerState, PIDController, StepSizeController
-from .norms import error_ratio, safe_error_ratio
+from .norms import error_ratio, norm_error_ratio, safe_error_ratio
 
 DEFAULT_MAX_STEPS = 100_000
 
@@ -43,6 +43,8 @@ class SolveOptions:
     max_steps: int = DEFAULT_MAX_STEPS
     land_on_outputs: bool = False
     controller: StepSizeController | None = None
+    #: The error norm of a step: the flat scaled error -> one number (default: RMS).
+    norm: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def step_controller(self) -> StepSizeController:
@@ -403,7 +405,12 @@ def _steps(solver, func, state, times, outputs, options, stats, recorder):
         due = None
         if adaptive:
             y0 = solver.solution(state)
-            ratio_t = error_ratio(result.error, y0, y1, options.rtol, options.atol)
+            if options.norm is None:
+                ratio_t = error_ratio(result.error, y0, y1, options.rtol, options.atol)
+            else:
+                ratio_t = norm_error_ratio(
+                    options.norm, result.error, y0, y1, options.rtol, options.atol
+                )
             flags = [ratio_t, torch.isfinite(y1).all().to(ratio_t.dtype)]
             if result.restart_due is not None:
                 flags.append(result.restart_due().to(ratio_t.dtype))
@@ -412,7 +419,7 @@ def _steps(solver, func, state, times, outputs, options, stats, recorder):
             nonfinite_trial = not finite
             if nonfinite_trial:
                 ratio = math.inf
-            elif math.isinf(ratio):  # the squares overflowed, not the error: its true size
+            elif math.isinf(ratio) and options.norm is None:  # the squares overflowed
                 ratio = safe_error_ratio(result.error, y0, y1, options.rtol, options.atol)
         else:
             _check_finite(y1, t, h, stats.n_steps)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -24,6 +25,47 @@ def error_ratio(
     """
     with torch.no_grad():
         return (error / _error_scale(y0, y1, rtol, atol)).square().mean().sqrt()
+
+
+def norm_error_ratio(
+    norm: Callable[[torch.Tensor], torch.Tensor],
+    error: torch.Tensor,
+    y0: torch.Tensor,
+    y1: torch.Tensor,
+    rtol: float,
+    atol: float,
+) -> torch.Tensor:
+    """``norm(error / (atol + rtol * max(|y0|, |y1|)))`` as a 0-dim tensor: a step's
+    error ratio under a norm of one's own (``norm`` takes the flat scaled error)."""
+    with torch.no_grad():
+        value = norm(error / _error_scale(y0, y1, rtol, atol))
+        if not isinstance(value, torch.Tensor):
+            value = torch.as_tensor(value, dtype=error.dtype, device=error.device)
+        if value.numel() != 1:
+            raise ValueError(
+                f"norm: must return one number (a 0-dim tensor or a float), got shape "
+                f"{tuple(value.shape)}"
+            )
+        return value.reshape(()).to(error.dtype)
+
+
+class LeadingRMS:
+    """RMS over the first ``n`` entries of the flat scaled error only: a seminorm.
+
+    The continuous adjoint's seminorm (Kidger, Chen & Lyons, ICML 2021) leaves the
+    parameter-gradient channels out of the error test: they never feed back into the
+    dynamics, so their error needs no control, and the steps are chosen by ``y`` and
+    ``dL/dy`` alone.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self, scaled: torch.Tensor) -> torch.Tensor:
+        return rms(scaled[: self.n])
+
+    def __repr__(self) -> str:
+        return f"LeadingRMS({self.n})"
 
 
 def safe_error_ratio(

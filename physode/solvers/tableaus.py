@@ -35,6 +35,15 @@ HEUN_EULER = ButcherTableau(
     error_order=1,
 )
 
+# Heun's third-order method (Heun 1900): fixed step.
+HEUN3 = ButcherTableau(
+    name="heun3",
+    order=3,
+    c=(0, F(1, 3), F(2, 3)),
+    a=((), (F(1, 3),), (0, F(2, 3))),
+    b=(F(1, 4), 0, F(3, 4)),
+)
+
 # Bogacki & Shampine (1989), 3(2) with FSAL.
 _BOSH3_B = (F(2, 9), F(1, 3), F(4, 9), 0)
 _BOSH3_B_HAT = (F(7, 24), F(1, 4), F(1, 3), F(1, 8))
@@ -158,4 +167,6 @@ TSIT5 = ButcherTableau(
     ),
 )
 
-ALL = {tab.name: tab for tab in (EULER, MIDPOINT, HEUN, RK4, HEUN_EULER, BOSH3, DOPRI5, TSIT5)}
+ALL = {
+    tab.name: tab for tab in (EULER, MIDPOINT, HEUN, HEUN3, RK4, HEUN_EULER, BOSH3, DOPRI5, TSIT5)
+}
