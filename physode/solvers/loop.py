@@ -23,7 +23,7 @@ import torch
 from ..errors import SolverError
 from .base import Solver, StepFunction
 from .controller import ConstantStep, ControllerState, PIDController, StepSizeController
-from .norms import error_ratio, norm_error_ratio, safe_error_ratio
+from .norms import error_ratio, safe_error_ratio
 
 DEFAULT_MAX_STEPS = 100_000
 
@@ -405,12 +405,7 @@ def _steps(solver, func, state, times, outputs, options, stats, recorder):
         due = None
         if adaptive:
             y0 = solver.solution(state)
-            if options.norm is None:
-                ratio_t = error_ratio(result.error, y0, y1, options.rtol, options.atol)
-            else:
-                ratio_t = norm_error_ratio(
-                    options.norm, result.error, y0, y1, options.rtol, options.atol
-                )
+            ratio_t = error_ratio(result.error, y0, y1, options.rtol, options.atol, options.norm)
             flags = [ratio_t, torch.isfinite(y1).all().to(ratio_t.dtype)]
             if result.restart_due is not None:
                 flags.append(result.restart_due().to(ratio_t.dtype))

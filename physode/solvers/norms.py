@@ -15,30 +15,25 @@ def _error_scale(y0: torch.Tensor, y1: torch.Tensor, rtol: float, atol: float) -
 
 
 def error_ratio(
-    error: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, rtol: float, atol: float
-) -> torch.Tensor:
-    """RMS over the whole state of ``error / (atol + rtol * max(|y0|, |y1|))`` (0-dim tensor).
-
-    One number for the whole batch: every trajectory in a batch shares the step size.
-    Its squares overflow (to ``inf``) for ratios beyond ~1e19 in float32, ~1e154 in
-    float64; :func:`safe_error_ratio` gives the true value then.
-    """
-    with torch.no_grad():
-        return (error / _error_scale(y0, y1, rtol, atol)).square().mean().sqrt()
-
-
-def norm_error_ratio(
-    norm: Callable[[torch.Tensor], torch.Tensor],
     error: torch.Tensor,
     y0: torch.Tensor,
     y1: torch.Tensor,
     rtol: float,
     atol: float,
+    norm: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``norm(error / (atol + rtol * max(|y0|, |y1|)))`` as a 0-dim tensor: a step's
-    error ratio under a norm of one's own (``norm`` takes the flat scaled error)."""
+    """A step's error ratio (0-dim tensor): ``norm`` of ``error / (atol + rtol * max(|y0|,
+    |y1|))``, by default the RMS over the whole state.
+
+    One number for the whole batch: every trajectory in a batch shares the step size.
+    The default's squares overflow (to ``inf``) for ratios beyond ~1e19 in float32,
+    ~1e154 in float64; :func:`safe_error_ratio` gives the true value then.
+    """
     with torch.no_grad():
-        value = norm(error / _error_scale(y0, y1, rtol, atol))
+        scaled = error / _error_scale(y0, y1, rtol, atol)
+        if norm is None:
+            return scaled.square().mean().sqrt()
+        value = norm(scaled)
         if not isinstance(value, torch.Tensor):
             value = torch.as_tensor(value, dtype=error.dtype, device=error.device)
         if value.numel() != 1:
