@@ -1,8 +1,10 @@
 """physode: fit physical systems with neural ODEs.
 
 The front doors are :func:`physode.odeint` (states at the requested times),
-:func:`physode.solve` (the same, with solver statistics), :func:`physode.fit`
-(fit a right-hand side to a trajectory file, writing a run directory) and
+:func:`physode.solve` (the same, with solver statistics),
+:func:`physode.odeint_event` (solve until an event, with a differentiable event time),
+:func:`physode.fit` (fit a right-hand side to a trajectory file, writing a run
+directory) and
 :func:`physode.evaluate` (re-score a run with another solver).
 """
 
@@ -14,7 +16,7 @@ from ._version import __version__
 from .errors import SolverError
 from .gradients import ACA, MALI, Adjoint, Direct, GradientMethod
 from .odeint import Solution, odeint, solve
-from .solvers import ConstantStep, PIController, PIDController, Solver
+from .solvers import ConstantStep, GridSteps, PIController, PIDController, Solver
 
 __all__ = [
     "ACA",
@@ -24,6 +26,7 @@ __all__ = [
     "Direct",
     "FitResult",
     "GradientMethod",
+    "GridSteps",
     "PIController",
     "PIDController",
     "Solution",
@@ -33,6 +36,7 @@ __all__ = [
     "evaluate",
     "fit",
     "odeint",
+    "odeint_event",
     "solve",
 ]
 
@@ -42,6 +46,7 @@ _LAZY = {
     "fit": ("training.api", "fit"),
     "FitResult": ("training.runner", "FitResult"),
     "evaluate": ("training.evaluate", "evaluate_run"),
+    "odeint_event": ("events", "odeint_event"),
 }
 
 

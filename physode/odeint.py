@@ -51,8 +51,9 @@ def _positive(name: str, value, allow_zero: bool = False) -> float:
     return x
 
 
-def _times(t) -> tuple[list[float], torch.Tensor | None]:
-    """The times as float64 numbers, and ``t`` itself when it requires grad."""
+def _times(t, name: str = "t", ordered: bool = True) -> tuple[list[float], torch.Tensor | None]:
+    """The times as float64 numbers, and ``t`` itself when it requires grad.
+    ``ordered``: they must be strictly monotonic (output times; not jump times)."""
     differentiable = t if isinstance(t, torch.Tensor) and t.requires_grad else None
     if isinstance(t, torch.Tensor):
         tt = t.detach().to(device="cpu", dtype=torch.float64)
@@ -60,14 +61,16 @@ def _times(t) -> tuple[list[float], torch.Tensor | None]:
         try:
             tt = torch.as_tensor(t, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError):
-            raise ValueError(f"t: expected a 1-D tensor or sequence of times, got {t!r}") from None
+            raise ValueError(
+                f"{name}: expected a 1-D tensor or sequence of times, got {t!r}"
+            ) from None
     if tt.ndim != 1:
-        raise ValueError(f"t: must be 1-D, got shape {tuple(tt.shape)}")
-    if len(tt) == 0:
-        raise ValueError("t: needs at least one time (the start)")
+        raise ValueError(f"{name}: must be 1-D, got shape {tuple(tt.shape)}")
+    if len(tt) == 0 and ordered:
+        raise ValueError(f"{name}: needs at least one time (the start)")
     if not bool(torch.isfinite(tt).all()):
-        raise ValueError("t: contains NaN or inf")
-    if len(tt) > 1:
+        raise ValueError(f"{name}: contains NaN or inf")
+    if len(tt) > 1 and ordered:
         d = tt.diff()
         if not (bool((d > 0).all()) or bool((d < 0).all())):
             k = int(torch.nonzero(d * d[0].sign() <= 0)[0])
@@ -95,6 +98,8 @@ def _options(
     land_on_outputs: bool,
     controller: StepSizeController | None,
     norm: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    jump_t=None,
+    perturb: bool = False,
 ) -> SolveOptions:
     rtol = _positive("rtol", rtol)
     atol = _positive("atol", atol)
@@ -126,6 +131,8 @@ def _options(
         land_on_outputs=bool(land_on_outputs),
         controller=controller,
         norm=norm,
+        jump_times=() if jump_t is None else tuple(_times(jump_t, "jump_t", ordered=False)[0]),
+        perturb=bool(perturb),
     )
     if (
         isinstance(options.max_steps, bool)
@@ -133,7 +140,7 @@ def _options(
         or (options.max_steps < 1)
     ):
         raise ValueError(f"max_steps: must be a positive integer, got {max_steps!r}")
-    options.step_controller.check(solver)
+    options.controller_for(solver).check(solver)
     return options
 
 
@@ -186,6 +193,8 @@ def solve(
     first_step: float | None = None,
     land_on_outputs: bool = False,
     norm: Callable[[Any], torch.Tensor | float] | None = None,
+    jump_t: Sequence[float] | torch.Tensor | None = None,
+    perturb: bool = False,
     params: Sequence[torch.Tensor] | None = None,
 ) -> Solution:
     """Solve ``dy/dt = func(t, y)`` from ``y(t[0]) = y0`` and return the states at ``t``.
@@ -234,6 +243,12 @@ def solve(
             error ``err / (atol + rtol * max(|y|, |y_new|))`` in ``y0``'s structure,
             returns one number; a step is accepted when it is <= 1 (e.g. the max norm,
             or a norm that ignores a component). The first step's heuristic keeps the RMS.
+        jump_t: times (in t's units) where ``func`` jumps: steps end exactly on each,
+            ``func`` is evaluated one-sided within a step (``t_j-`` before, ``t_j+``
+            after) and the solver restarts past it, so no step straddles a jump.
+        perturb: treat every step's end as such a jump (for a fixed grid placed on the
+            discontinuities of ``func``): ``func`` is never evaluated exactly on a grid
+            point, only just inside the step.
         params: tensors that ``func`` closes over and that need gradients
             (needed by every gradient method but ``direct``; an ``nn.Module``'s
             own parameters are found automatically).
@@ -267,6 +282,8 @@ def solve(
         land_on_outputs,
         controller,
         flat_norm,
+        jump_t,
+        perturb,
     )
     f = func if structure is None else _Flat(func, structure)
     start = flat_y0

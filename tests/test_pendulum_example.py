@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "pendulum.py"
+from example_modules import load_example
 
 
 @pytest.fixture(scope="module")
 def pendulum():
-    spec = importlib.util.spec_from_file_location("pendulum_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("pendulum.py")
 
 
 def rel_error(result: dict, name: str) -> float:

@@ -200,13 +200,13 @@ def test_the_file_name_prefixes_the_message(tmp_path, monkeypatch):
 
 
 def test_several_errors_one_per_line(tmp_path):
-    text = MINIMAL + "solver: {rtol: -1, method: dopri6}\ntrain: {epochs: many, devise: cpu}\n"
+    text = MINIMAL + "solver: {rtol: -1, method: dopri55}\ntrain: {epochs: many, devise: cpu}\n"
     lines = error_of(write(tmp_path, text)).splitlines()
     assert len(lines) == 4
     assert all(line.startswith(str(tmp_path / "threebody.yaml") + ": ") for line in lines)
     joined = "\n".join(lines)
     assert "solver.rtol: must be > 0" in joined
-    assert "solver.method: unknown value 'dopri6' (did you mean 'dopri5'?)" in joined
+    assert "solver.method: unknown value 'dopri55' (did you mean 'dopri5'?)" in joined
     assert "train.epochs: expected an integer, got 'many'" in joined
     assert "unknown key 'train.devise' (did you mean 'train.device'?)" in joined
 

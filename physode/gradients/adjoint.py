@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import SolverError
+from ..solvers import Solver, make_solver
 from ..solvers.loop import CountedFunction, Stats, integrate
 from ..solvers.norms import LeadingRMS
 from .base import GradientMethod, SolveRequest
@@ -83,7 +84,7 @@ class _Adjoint(torch.autograd.Function):
             s = torch.cat([ys[k].reshape(-1), a, g])
             try:
                 traj = integrate(
-                    run["solver"],
+                    run["adjoint_solver"],
                     augmented,
                     s,
                     [times[k], times[k - 1]],
@@ -127,11 +128,14 @@ class Adjoint(GradientMethod):
             ``(y, dL/dy)`` only (Kidger, Chen & Lyons 2021): the parameter gradients,
             which feed back into nothing, no longer shrink the steps, so the backward
             solve takes fewer evaluations for the same control of ``y`` and ``dL/dy``.
+        method: the method of the reverse-time solve (a name or a solver; ``None``: the
+            forward one). It takes the forward solve's step settings.
     """
 
     rtol: float | None = None
     atol: float | None = None
     norm: str | None = None
+    method: str | Solver | None = None
 
     name = "adjoint"
 
@@ -155,5 +159,9 @@ class Adjoint(GradientMethod):
             first_step=None,
             norm=LeadingRMS(2 * n) if self.norm == "seminorm" else None,
         )
-        run, params = run_record(self, request, adjoint_options=adjoint_options)
+        solver = request.solver if self.method is None else make_solver(self.method)
+        adjoint_options.controller_for(solver).check(solver)
+        run, params = run_record(
+            self, request, adjoint_options=adjoint_options, adjoint_solver=solver
+        )
         return apply_function(_Adjoint, run, request.y0, params)

@@ -11,7 +11,16 @@ from typing import Any
 import torch
 
 from ..solvers.base import Solver
-from ..solvers.loop import AcceptedStep, CountedFunction, OutputBlocks, Stats, integrate
+from ..solvers.discontinuities import end_time, step_function
+from ..solvers.loop import (
+    AcceptedStep,
+    CountedFunction,
+    OutputBlocks,
+    Stats,
+    dense_end,
+    initial_time,
+    integrate,
+)
 from .base import GradientMethod, SolveRequest
 
 
@@ -103,9 +112,9 @@ class RunningAdjoint:
     no stale copy outlives the step that needed it: MALI's memory must not grow.
     """
 
-    def __init__(self, y0: torch.Tensor, n_params: int) -> None:
+    def __init__(self, y0: torch.Tensor, d: torch.Tensor, n_params: int) -> None:
         self.y = torch.zeros_like(y0)
-        self.d: torch.Tensor | None = torch.zeros_like(y0)
+        self.d: torch.Tensor | None = torch.zeros_like(d)
         self.params: list = [None] * n_params
 
     def add_outputs_at_end(self, step: AcceptedStep, grad_ys: torch.Tensor) -> None:
@@ -123,11 +132,22 @@ class RunningAdjoint:
         self, func: CountedFunction, t: float, y: torch.Tensor, params: tuple[torch.Tensor, ...]
     ) -> None:
         """Pull ``d`` back through ``d = f(t, y)`` into ``y`` and the parameters (``d`` -> 0)."""
+        self.pull_through(lambda x: func(t, x), y, params)
+
+    def pull_through_start(
+        self, solver: Solver, func: CountedFunction, t0: float, y0: torch.Tensor, params
+    ) -> None:
+        """Pull ``d`` back through the solver's initial state at ``(t0, y0)`` (``d`` is
+        ``f(t0, y0)`` for most methods; a multistep method's history)."""
+        self.pull_through(lambda x: solver.slope(solver.init(func, t0, x)), y0, params)
+
+    def pull_through(self, slope_of: Callable, y: torch.Tensor, params) -> None:
+        """Pull ``d`` back through ``d = slope_of(y)`` into ``y`` and the parameters."""
         if self.d is None:
             return
         with torch.enable_grad():
             x = y.detach().requires_grad_()
-            dy, *grads = vjp([func(t, x)], [x, *params], [self.d])
+            dy, *grads = vjp([slope_of(x)], [x, *params], [self.d])
         self.d = None
         self.add_params(grads)
         self.y = self.y + dy
@@ -165,22 +185,30 @@ def step_vjp(
     """
     inner = [(k, th) for k, th in step.outputs if th != 1.0]
     split = end is not None and not inner and solver.gradient_restart_after(state0, step.restart)
+    dtype = solver.solution(state0).dtype
+    t1 = end_time(step.t, step.h, step.jump, dtype)
     if split:
-        adjoint.pull_through_slope(func, step.t + step.h, solver.solution(end), params)
+        adjoint.pull_through_slope(func, t1, solver.solution(end), params)
     with torch.enable_grad():
         y = solver.solution(state0).detach().requires_grad_()
         d = solver.slope(state0).detach().requires_grad_()
         start = solver.with_parts(state0, y, d)
-        result = solver.step(func, step.t, step.h, start, estimate_error=False)
+        stepped = step_function(func, step.t, step.h, step.jump, dtype)
+        result = solver.step(stepped, step.t, step.h, start, estimate_error=False)
         rerun_end = solver.complete(
-            func, step.t + step.h, result.state, restart=step.restart, gradient_restart=not split
+            func,
+            t1,
+            result.state,
+            restart=step.restart or step.jump,
+            gradient_restart=not split,
         )
         outs, cotangents = [solver.solution(rerun_end)], [adjoint.y]
         if adjoint.d is not None:
             outs.append(solver.slope(rerun_end))
             cotangents.append(adjoint.d)
         if inner:
-            dense = solver.interpolant(step.h, start, rerun_end, result.stages)
+            end = dense_end(solver, func, step.t, step.h, result, rerun_end, step.jump)
+            dense = solver.interpolant(step.h, start, end, result.stages)
             outs.append(dense([th for _, th in inner]))
             cotangents.append(grad_ys[[k for k, _ in inner]])
         grads = vjp(outs, (y, d, *params), cotangents)
@@ -204,10 +232,13 @@ def replay(
     outputs = OutputBlocks(y0)
     state = solver.init(func, t0, y0)
     for step in steps:
-        result = solver.step(func, step.t, step.h, state, estimate_error=False)
-        end = solver.complete(func, step.t + step.h, result.state, restart=step.restart)
+        stepped = step_function(func, step.t, step.h, step.jump, y0.dtype)
+        result = solver.step(stepped, step.t, step.h, state, estimate_error=False)
+        t1 = end_time(step.t, step.h, step.jump, y0.dtype)
+        end = solver.complete(func, t1, result.state, restart=step.restart or step.jump)
         if step.outputs:
-            dense = solver.interpolant(step.h, state, end, result.stages)
+            dense_at = dense_end(solver, func, step.t, step.h, result, end, step.jump)
+            dense = solver.interpolant(step.h, state, dense_at, result.stages)
             outputs.fill(step.outputs, solver.solution(end), dense)
         state = end
     return outputs.ys
@@ -219,7 +250,7 @@ def double_backward(
     y0: torch.Tensor,
     params: Sequence[torch.Tensor],
     steps: Sequence[AcceptedStep],
-    times: Sequence[float],
+    t0: float,
     grad_ys: torch.Tensor,
 ) -> tuple:
     """First derivatives that are themselves differentiable (``create_graph=True``).
@@ -229,7 +260,7 @@ def double_backward(
     gradients of ``y0`` and of each parameter (``None`` where not needed).
     """
     with torch.enable_grad():
-        ys = replay(solver, func, y0, times[0], steps)
+        ys = replay(solver, func, y0, t0, steps)
         wanted = [x for x in (y0, *params) if x.requires_grad]
         found = iter(
             torch.autograd.grad(ys, wanted, grad_ys, create_graph=True, allow_unused=True)
@@ -327,10 +358,11 @@ class _Recorded(torch.autograd.Function):
         method, solver, times = run["method"], run["solver"], run["times"]
         func, stats = run["backward_func"], run["stats"]
         if torch.is_grad_enabled():
-            grads = double_backward(solver, func, y0, params, steps, times, grad_ys)
+            t0 = initial_time(times, run["options"], y0.dtype)
+            grads = double_backward(solver, func, y0, params, steps, t0, grad_ys)
             stats.n_f_evals_backward = func.count
             return (None, *grads)
-        adjoint = RunningAdjoint(y0, len(params))
+        adjoint = RunningAdjoint(y0, solver.slope(ctx.final), len(params))
         sweep: dict = {"func": func, "solver": solver, "options": run["options"], "steps": steps}
         state = ctx.final
         for step in reversed(steps):
@@ -340,7 +372,8 @@ class _Recorded(torch.autograd.Function):
             state = start
         method.finish(sweep, y0, state, run)
         adjoint.y = adjoint.y + grad_ys[0]
-        if steps:  # the first step's second part is f(t0, y0)
-            adjoint.pull_through_slope(func, times[0], y0, tuple(params))
+        if steps:  # the first step's second part is the initial state's (f(t0, y0))
+            t0 = initial_time(times, run["options"], y0.dtype)
+            adjoint.pull_through_start(solver, func, t0, y0, tuple(params))
         stats.n_f_evals_backward = func.count
         return (None, adjoint.y, *adjoint.parameter_gradients(params))

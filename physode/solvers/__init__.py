@@ -5,15 +5,18 @@ Nothing here knows about gradients beyond plain autograd.
 
 from __future__ import annotations
 
+from .adams import Adams
 from .alf import AsyncLeapfrog
 from .base import Solver, StepResult
 from .controller import (
     ConstantStep,
     ControllerState,
+    GridSteps,
     PIController,
     PIDController,
     StepSizeController,
 )
+from .dop853 import DormandPrince853
 from .loop import SolveOptions, Stats
 from .registry import ADAPTIVE_METHODS, FIXED_STEP_METHODS, METHODS, SOLVERS, make_solver
 from .runge_kutta import ExplicitRungeKutta
@@ -26,11 +29,14 @@ __all__ = [
     "METHODS",
     "SOLVERS",
     "TABLEAUS",
+    "Adams",
     "AsyncLeapfrog",
     "ButcherTableau",
     "ConstantStep",
     "ControllerState",
+    "DormandPrince853",
     "ExplicitRungeKutta",
+    "GridSteps",
     "PIController",
     "PIDController",
     "SolveOptions",

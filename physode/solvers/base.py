@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .norms import error_ratio
+
 #: A right-hand side as the solvers call it: ``f(t, y)`` with ``t`` a Python float (float64).
 StepFunction = Callable[[float, torch.Tensor], torch.Tensor]
 
@@ -53,12 +55,15 @@ class Solver(ABC):
             estimate behaves as ``h ** (error_order + 1)``; ``None`` when the
             method has no estimate and needs a fixed step.
         failure_hint: said when a solve with this method fails (``""``: nothing).
+        controller_defaults: the default :class:`~physode.solvers.PIDController`'s
+            settings for this method (``{}``: the controller's own defaults).
     """
 
     name: str = "solver"
     order: int = 1
     error_order: int | None = None
     failure_hint: str = ""
+    controller_defaults: dict = {}  # noqa: RUF012 (read-only data)
 
     @property
     def adaptive(self) -> bool:
@@ -107,6 +112,20 @@ class Solver(ABC):
         leaves that out. Default: the state as it is.
         """
         return state
+
+    def error_ratio(
+        self,
+        result: StepResult,
+        y0: torch.Tensor,
+        y1: torch.Tensor,
+        rtol: float,
+        atol: float,
+        norm: Callable[[torch.Tensor], torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """The step's error ratio, a 0-dim tensor (the step is accepted when it is <= 1).
+        Default: ``norm`` (RMS when ``None``) of the estimate scaled by
+        ``atol + rtol * max(|y0|, |y1|)``; a method with two estimates combines them here."""
+        return error_ratio(result.error, y0, y1, rtol, atol, norm)
 
     def gradient_restart_after(self, state0: Any, restart: bool) -> bool:
         """Whether ``complete`` applies a gradient restart at the end of the step from

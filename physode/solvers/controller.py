@@ -9,13 +9,15 @@ part of its result. Two kinds:
 
 - :class:`PIDController`: adaptive steps from the error ratio (PI by default,
   Hairer's DOPRI5 coefficients), with safety factor and growth limits;
-- :class:`ConstantStep`: a fixed grid of ``step_size`` (every step accepted).
+- :class:`ConstantStep`: a fixed grid of ``step_size`` (every step accepted);
+- :class:`GridSteps`: steps between the points of a given grid.
 
 One stepping loop (:mod:`physode.solvers.loop`) serves both.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
@@ -24,7 +26,14 @@ from typing import Any
 from .base import Solver, StepFunction
 from .norms import initial_step
 
-__all__ = ["ConstantStep", "ControllerState", "PIController", "PIDController", "StepSizeController"]
+__all__ = [
+    "ConstantStep",
+    "ControllerState",
+    "GridSteps",
+    "PIController",
+    "PIDController",
+    "StepSizeController",
+]
 
 
 @dataclass(frozen=True)
@@ -221,6 +230,46 @@ class ConstantStep(StepSizeController):
         if direction * (target - t1) <= 1e-9 * abs(h):  # snap onto the target: the grid
             return target - t, replace(cstate, anchor=target, index=0)  # restarts there
         return t1 - t, replace(cstate, index=cstate.index + 1)
+
+    def adapt(self, cstate, h, ratio) -> tuple[bool, ControllerState]:
+        return True, cstate
+
+
+@dataclass(frozen=True)
+class GridSteps(StepSizeController):
+    """Steps between the points of a given grid (every step accepted, no error estimate).
+
+    The solve steps from grid point to grid point (and onto every time it must land on);
+    outputs between grid points come from the method's dense output. The grid's points
+    outside the solve's span are ignored. ``GridSteps(t)`` with the output times steps
+    between the outputs, as torchdiffeq's fixed-grid methods do without a step size.
+
+    Args:
+        grid: the grid's times (in t's units), in any order.
+    """
+
+    grid: tuple[float, ...]
+
+    adaptive = False
+
+    def __post_init__(self) -> None:
+        points = tuple(sorted({float(t) for t in self.grid}))
+        if not points or not all(math.isfinite(t) for t in points):
+            raise ValueError(f"grid: needs finite times, got {self.grid!r}")
+        object.__setattr__(self, "grid", points)
+
+    def init(self, solver, func, t0, state, t_end, rtol, atol, first_step) -> ControllerState:
+        return ControllerState(h=abs(t_end - t0))
+
+    def propose(self, cstate, t, target, direction) -> tuple[float, ControllerState]:
+        slack = 4 * math.ulp(max(abs(t), abs(target)))
+        if direction > 0:
+            i = bisect.bisect_right(self.grid, t + slack)
+            nxt = self.grid[i] if i < len(self.grid) else math.inf
+            return min(nxt, target) - t, cstate
+        i = bisect.bisect_left(self.grid, t - slack) - 1
+        nxt = self.grid[i] if i >= 0 else -math.inf
+        return max(nxt, target) - t, cstate
 
     def adapt(self, cstate, h, ratio) -> tuple[bool, ControllerState]:
         return True, cstate

@@ -23,7 +23,8 @@ import torch
 from ..errors import SolverError
 from .base import Solver, StepFunction
 from .controller import ConstantStep, ControllerState, PIDController, StepSizeController
-from .norms import error_ratio, safe_error_ratio
+from .discontinuities import JumpTimes, beyond, end_time, step_function
+from .norms import safe_error_ratio
 
 DEFAULT_MAX_STEPS = 100_000
 
@@ -45,12 +46,20 @@ class SolveOptions:
     controller: StepSizeController | None = None
     #: The error norm of a step: the flat scaled error -> one number (default: RMS).
     norm: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: Times where the right-hand side jumps: steps end on them and restart there.
+    jump_times: tuple[float, ...] = ()
+    #: Treat every step's end as a jump (one-sided evaluations; see discontinuities.py).
+    perturb: bool = False
 
-    @property
-    def step_controller(self) -> StepSizeController:
+    def controller_for(self, solver: Solver) -> StepSizeController:
+        """The controller of a solve with ``solver``: the one given, else a
+        :class:`ConstantStep` of ``step_size``, else a :class:`PIDController` with the
+        solver's own defaults (``Solver.controller_defaults``)."""
         if self.controller is not None:
             return self.controller
-        return ConstantStep(self.step_size) if self.step_size is not None else PIDController()
+        if self.step_size is not None:
+            return ConstantStep(self.step_size)
+        return PIDController(**solver.controller_defaults)
 
 
 @dataclass
@@ -89,6 +98,8 @@ class AcceptedStep(NamedTuple):
     in this step (``theta == 1.0`` exactly when it is the step's end).
     ``restart``: the solver restarted its state at the step's end (ALF's
     velocity restart); a re-run of the step must do the same.
+    ``jump``: the step ends on a jump of the right-hand side: it was evaluated one-sided
+    and the state restarted just past its end (see ``discontinuities.py``).
     """
 
     t: float
@@ -96,6 +107,7 @@ class AcceptedStep(NamedTuple):
     state: Any
     outputs: tuple[tuple[int, float], ...]
     restart: bool = False
+    jump: bool = False
 
 
 class StepLog(Sequence[AcceptedStep]):
@@ -113,6 +125,7 @@ class StepLog(Sequence[AcceptedStep]):
         self._states: dict[int, Any] = {}
         self._outputs: dict[int, tuple[tuple[int, float], ...]] = {}
         self._restarts: set[int] = set()
+        self._jumps: set[int] = set()
 
     def append(self, step: AcceptedStep) -> None:
         i = len(self._t)
@@ -124,6 +137,8 @@ class StepLog(Sequence[AcceptedStep]):
             self._outputs[i] = step.outputs
         if step.restart:
             self._restarts.add(i)
+        if step.jump:
+            self._jumps.add(i)
 
     def __len__(self) -> int:
         return len(self._t)
@@ -138,6 +153,7 @@ class StepLog(Sequence[AcceptedStep]):
             self._states.get(i),
             self._outputs.get(i, ()),
             i in self._restarts,
+            i in self._jumps,
         )
 
 
@@ -237,15 +253,19 @@ class OutputBlocks:
 class _Outputs(OutputBlocks):
     """Finds the output times that an accepted step covers and fills them."""
 
-    def __init__(self, times: list[float], y0: torch.Tensor, direction: float) -> None:
+    def __init__(
+        self, times: list[float], y0: torch.Tensor, direction: float, stop: Callable | None
+    ) -> None:
         super().__init__(y0)
         self.times = times
         self.direction = direction
         self.next = 1
+        self.stop = stop
+        self.stopped = False
 
     @property
     def done(self) -> bool:
-        return self.next >= len(self.times)
+        return self.stopped or self.next >= len(self.times)
 
     def covered(self, t: float, h: float, t1: float) -> tuple[tuple[int, float], ...]:
         """``(k, theta)`` for the output times in ``(t, t1]``."""
@@ -275,6 +295,7 @@ def integrate(
     stats: Stats,
     record: bool = False,
     keep_state_every: int | None = 1,
+    stop: Callable | None = None,
 ) -> Trajectory:
     """Solve from ``times[0]`` to ``times[-1]``, returning the states at every time in ``times``.
 
@@ -290,16 +311,19 @@ def integrate(
             The final state is then returned as the gradient methods keep it.
         keep_state_every: with ``record``, keep the start state of every
             K-th accepted step only (``None``: none), the others as ``None``.
+        stop: called after each accepted step as ``stop(t, h, y0, y1, dense)``
+            (``dense()`` builds the step's dense output); the solve ends after the
+            step for which it returns True (an event, :mod:`physode.events`).
 
     Returns:
         ``ys`` (one ``S``-shaped tensor per output time), the recorded steps
         (``None`` unless ``record``) and the final solver state.
     """
     t = times[0]
-    outputs = _Outputs(times, y0, 1.0 if len(times) < 2 or times[-1] > t else -1.0)
+    outputs = _Outputs(times, y0, 1.0 if len(times) < 2 or times[-1] > t else -1.0, stop)
     steps = StepLog() if record else None
     recorder = _Recorder(solver, steps, keep_state_every) if record else None
-    state = solver.init(func, t, y0)
+    state = solver.init(func, initial_time(times, options, y0.dtype), y0)
     if outputs.done:
         return Trajectory(outputs.ys, steps, state)
     if not bool(torch.isfinite(solver.slope(state)).all()):
@@ -318,36 +342,63 @@ def integrate(
     return Trajectory(outputs.ys, steps, final)
 
 
+def dense_end(solver: Solver, func, t: float, h: float, result, end, jump: bool):
+    """The end state the dense output of a step uses: ``end``, or where the state was
+    restarted past a jump, the state completed on the step's own side (``f(t1-)``)."""
+    if not jump:
+        return end
+    one_sided = step_function(func, t, h, True, solver.solution(end).dtype)
+    return solver.complete(one_sided, t + h, result.state, restart=False)
+
+
+def initial_time(times: Sequence[float], options: SolveOptions, dtype: torch.dtype) -> float:
+    """Where the initial state is evaluated: ``times[0]``, or just past it with ``perturb``."""
+    if options.perturb and len(times) > 1:
+        return beyond(times[0], times[-1] - times[0], dtype)
+    return times[0]
+
+
 class _Recorder:
     def __init__(self, solver: Solver, steps: StepLog, keep_state_every: int | None) -> None:
         self.solver = solver
         self.steps = steps
         self.every = keep_state_every
 
-    def add(self, t: float, h: float, state, covered, restart: bool) -> None:
+    def add(self, t: float, h: float, state, covered, restart: bool, jump: bool) -> None:
         keep = self.every is not None and len(self.steps) % self.every == 0
         # A state whose velocity was restarted cannot be rebuilt by an inverse step.
         keep = keep or self.solver.restarted(state)
         kept = self.solver.for_keeping(state) if keep else None
-        self.steps.append(AcceptedStep(t, h, kept, covered, restart))
+        self.steps.append(AcceptedStep(t, h, kept, covered, restart, jump))
 
 
-def _accept(solver, func, t, h, state, result, outputs, stats, recorder, restart=None):
-    """Book-keeping shared by both loops once a step is accepted; returns ``(t1, new state)``.
+def _accept(solver, func, t, h, state, result, outputs, stats, recorder, restart, jump):
+    """Book-keeping once a step is accepted; returns ``(t1, new state)``.
 
     ``restart``: passed on to ``solver.complete`` (``None``: the solver's own schedule).
+    ``jump``: the step ends on a jump: the state is restarted just past it.
     """
     t1 = t + h
-    new_state = solver.complete(func, t1, result.state, restart=restart)
+    if jump:
+        restart = True
+    dtype = solver.solution(state).dtype
+    new_state = solver.complete(func, end_time(t, h, jump, dtype), result.state, restart=restart)
     covered = outputs.covered(t, h, t1)
+    if covered or outputs.stop is not None:
+        end = dense_end(solver, func, t, h, result, new_state, jump)
     if covered:
-        dense = solver.interpolant(h, state, new_state, result.stages)
+        dense = solver.interpolant(h, state, end, result.stages)
         outputs.fill(covered, solver.solution(new_state), dense)
+    if outputs.stop is not None:
+        y0, y1 = solver.solution(state), solver.solution(end)
+        outputs.stopped = outputs.stop(
+            t, h, y0, y1, lambda: solver.interpolant(h, state, end, result.stages)
+        )
     restarted = solver.restarted(new_state)
     if restarted:
         stats.extra["velocity_restarts"] = stats.extra.get("velocity_restarts", 0) + 1
     if recorder is not None:
-        recorder.add(t, h, state, covered, restarted)
+        recorder.add(t, h, state, covered, restarted, jump)
     stats.n_accepted += 1
     return t1, new_state
 
@@ -355,11 +406,11 @@ def _accept(solver, func, t, h, state, result, outputs, stats, recorder, restart
 def _steps(solver, func, state, times, outputs, options, stats, recorder):
     """Step from ``times[0]`` until every output is filled; returns the final solver
     state and the controller's state."""
-    controller = options.step_controller
+    controller = options.controller_for(solver)
     adaptive = controller.adaptive
     direction = outputs.direction
     t, t_end = times[0], times[-1]
-    if isinstance(controller, ConstantStep):
+    if isinstance(controller, ConstantStep) and math.isfinite(t_end):
         spans = (
             [abs(b - a) for a, b in itertools.pairwise(times)]
             if options.land_on_outputs
@@ -380,6 +431,8 @@ def _steps(solver, func, state, times, outputs, options, stats, recorder):
         solver, func, t, state, t_end, options.rtol, options.atol, options.first_step
     )
     min_step = getattr(controller, "min_step", 0.0)
+    jumps = JumpTimes(options.jump_times, t, t_end, direction)
+    dtype = solver.solution(state).dtype
     nonfinite_trial = False
     while not outputs.done:
         if stats.n_steps >= options.max_steps:
@@ -391,21 +444,24 @@ def _steps(solver, func, state, times, outputs, options, stats, recorder):
                 direction * cstate.h,
                 stats.n_steps,
             )
-        target = times[outputs.next] if options.land_on_outputs else t_end
+        target = jumps.target(times[outputs.next] if options.land_on_outputs else t_end)
         h, cstate = controller.propose(cstate, t, target, direction)
-        if adaptive and abs(h) <= 16 * math.ulp(max(abs(t), abs(t_end))):
+        h, on_jump = jumps.landing(t, h)
+        jump = on_jump or options.perturb
+        reach = abs(target) if math.isfinite(target) else 0.0  # an event search has no end
+        if adaptive and abs(h) <= 16 * math.ulp(max(abs(t), reach)):
             detail = "the step size underflowed"
             if nonfinite_trial:
                 detail += " (the last trial steps gave a non-finite state: NaN or inf)"
             raise _fail("step_underflow", detail, _hint(solver), t, h, stats.n_steps)
         # Fixed steps still estimate: the solver's bookkeeping may need it (ALF's count
         # of steps since its velocity restart lives beside its estimate).
-        result = solver.step(func, t, h, state)
+        result = solver.step(step_function(func, t, h, jump, dtype), t, h, state)
         y1 = solver.solution(result.state)
         due = None
         if adaptive:
             y0 = solver.solution(state)
-            ratio_t = error_ratio(result.error, y0, y1, options.rtol, options.atol, options.norm)
+            ratio_t = solver.error_ratio(result, y0, y1, options.rtol, options.atol, options.norm)
             flags = [ratio_t, torch.isfinite(y1).all().to(ratio_t.dtype)]
             if result.restart_due is not None:
                 flags.append(result.restart_due().to(ratio_t.dtype))
@@ -433,5 +489,9 @@ def _steps(solver, func, state, times, outputs, options, stats, recorder):
                 )
             continue
         restart = True if due and due[0] else None
-        t, state = _accept(solver, func, t, h, state, result, outputs, stats, recorder, restart)
+        if on_jump:
+            jumps.consume()
+        t, state = _accept(
+            solver, func, t, h, state, result, outputs, stats, recorder, restart, jump
+        )
     return state, cstate

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
-from .base import StepFunction
+if TYPE_CHECKING:  # base imports this module
+    from .base import StepFunction
 
 
 def _error_scale(y0: torch.Tensor, y1: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
@@ -108,7 +110,8 @@ def initial_step(
         d0, d1 = torch.stack([_rms_scaled(y0, scale), _rms_scaled(f0, scale)]).tolist()
         h0 = 0.01 * d0 / d1 if d0 >= 1e-5 and d1 >= 1e-5 else 1e-6
         # Never a zero (or tiny) step: 0.01 d0 / d1 underflows where f0 dwarfs y0.
-        h0 = min(max(h0, 1e-12 * span), span)
+        floor = 1e-12 * span if math.isfinite(span) else 0.0
+        h0 = min(max(h0, floor), span)
         f1 = func(t0 + direction * h0, y0.add(f0, alpha=direction * h0))
         d2 = _rms_scaled(f1 - f0, scale).item() / h0
     if not math.isfinite(d2) or not math.isfinite(d1):
@@ -117,4 +120,4 @@ def initial_step(
         h1 = max(1e-6, h0 * 1e-3)
     else:
         h1 = (0.01 / max(d1, d2)) ** (1.0 / (error_order + 1))
-    return max(min(100.0 * h0, h1), 1e-12 * span)
+    return max(min(100.0 * h0, h1), floor)

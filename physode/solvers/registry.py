@@ -8,8 +8,10 @@ from functools import partial
 from typing import Any
 
 from ..registry import Registry
+from .adams import Adams
 from .alf import AsyncLeapfrog
 from .base import Solver, check_solver
+from .dop853 import DormandPrince853
 from .runge_kutta import ExplicitRungeKutta
 from .tableaus import ALL as TABLEAUS
 
@@ -18,11 +20,14 @@ SOLVERS: Registry = Registry(
     "method",
     {
         **{name: partial(ExplicitRungeKutta, tableau) for name, tableau in TABLEAUS.items()},
+        "ab4": Adams,
+        "abm4": partial(Adams, corrector=True),
+        "dopri8": DormandPrince853,
         "alf": AsyncLeapfrog,
     },
 )
 
-FIXED_STEP_METHODS = tuple(name for name, tab in TABLEAUS.items() if not tab.adaptive)
+FIXED_STEP_METHODS = (*(name for name, tab in TABLEAUS.items() if not tab.adaptive), "ab4", "abm4")
 ADAPTIVE_METHODS = tuple(name for name in SOLVERS if name not in FIXED_STEP_METHODS)
 METHODS = (*FIXED_STEP_METHODS, *ADAPTIVE_METHODS)
 

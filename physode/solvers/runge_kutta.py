@@ -86,8 +86,9 @@ class ExplicitRungeKutta(Solver):
         restart: bool | None = None,
         gradient_restart: bool = True,
     ) -> RKState:
-        # A Runge-Kutta state has nothing to restart: the flags are ignored.
-        if state.f is None:
+        # A restart (after a jump of f) evaluates the slope afresh, even for FSAL; a
+        # Runge-Kutta state has nothing else to restart.
+        if state.f is None or restart:
             return RKState(state.y, func(t, state.y))
         return state
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fractions import Fraction as F
 
+from . import dop853_coefficients as _dop853
 from .tableau import ButcherTableau
 
 EULER = ButcherTableau(name="euler", order=1, c=(0,), a=((),), b=(1,))
@@ -167,6 +168,48 @@ TSIT5 = ButcherTableau(
     ),
 )
 
+# Fehlberg's 1(2) pair (1969) as torchdiffeq ships it: the second-order solution is
+# propagated, and the estimate is that of the first-order one (b_hat = (1/256, 255/256, 0),
+# whose order-2 condition misses by only 1/512). The estimate is therefore far below the
+# propagated solution's true error, so the global error ends well past the tolerance
+# (about 1000x on a rotation); kept for code written against torchdiffeq.
+FEHLBERG2 = ButcherTableau(
+    name="fehlberg2",
+    order=2,
+    c=(0, F(1, 2), 1),
+    a=((), (F(1, 2),), (F(1, 256), F(255, 256))),
+    b=(F(1, 512), F(255, 256), F(1, 512)),
+    b_error=(F(-1, 512), 0, F(1, 512)),
+    error_order=1,
+)
+
+# Dormand & Prince 8(5,3) (DOP853): twelve stages and a thirteenth, f(t + h, y1), first
+# same as last. ``b_error`` is the fifth-order estimate; the solver (dop853.py) combines it
+# with the third-order one and adds the seventh-order dense output.
+DOPRI8 = ButcherTableau(
+    name="dopri8",
+    order=8,
+    c=_dop853.C[:13],
+    a=_dop853.A[:13],
+    b=(*_dop853.B, 0.0),
+    b_error=(*_dop853.E5, 0.0),
+    error_order=7,
+    fsal=True,
+)
+
 ALL = {
-    tab.name: tab for tab in (EULER, MIDPOINT, HEUN, HEUN3, RK4, HEUN_EULER, BOSH3, DOPRI5, TSIT5)
+    tab.name: tab
+    for tab in (
+        EULER,
+        MIDPOINT,
+        HEUN,
+        HEUN3,
+        RK4,
+        HEUN_EULER,
+        FEHLBERG2,
+        BOSH3,
+        DOPRI5,
+        TSIT5,
+        DOPRI8,
+    )
 }
