@@ -172,6 +172,7 @@ def _locate(f, y0, start, horizon, locator, solve_options) -> None:
         options.pop("jump_t", None),
         options.pop("perturb", False),
     )
+    solver = solver.for_tolerances(opts.rtol, opts.atol)
     integrate(solver, CountedFunction(f, y0), y0, [start, horizon], opts, Stats(), stop=locator)
 
 

@@ -292,6 +292,7 @@ def solve(
         # start state moved by -f dt0. The value is y0's; only the derivative is added.
         shift = (t_grad[0] - t_grad[0].detach()).to(flat_y0.dtype)
         start = flat_y0 - shift * _slopes(f, times[:1], flat_y0.unsqueeze(0))[0]
+    solver = solver.for_tolerances(options.rtol, options.atol)
     request = SolveRequest(f, start, times, solver, options, tuple(params or ()))
     ys, stats = gradient.solve(request)
     if t_grad is not None:

@@ -117,6 +117,8 @@ def test_method_registry():
         "tsit5",
         "dopri8",
         "alf",
+        "kvaerno5",
+        "rodas5p",
     }
     assert {name: tab.order for name, tab in ALL.items()} == {
         "euler": 1,

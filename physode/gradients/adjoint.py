@@ -40,17 +40,31 @@ class _Augmented:
         self.params = params
 
     def __call__(self, t: float, s: torch.Tensor) -> torch.Tensor:
+        return self._dynamics(t, s, differentiable=False)
+
+    def _dynamics(self, t: float, s: torch.Tensor, differentiable: bool) -> torch.Tensor:
         y = s[: self.n].view(self.shape)
         a = s[self.n : 2 * self.n].view(self.shape)
         with torch.enable_grad():
-            y = y.detach().requires_grad_()
+            if not differentiable:
+                y = y.detach().requires_grad_()
             f = self.func(t, y)
             # da/dt = -a df/dy and dg/dt = -a df/dtheta: one VJP with -a (zeros where
             # f does not depend on y or on a parameter).
-            vjps = vjp([f], [y, *self.params], [-a])
-        parts = [f.detach().reshape(-1), vjps[0].reshape(-1)]
+            vjps = vjp([f], [y, *self.params], [-a], create_graph=differentiable)
+        parts = [(f if differentiable else f.detach()).reshape(-1), vjps[0].reshape(-1)]
         parts += [g.reshape(-1).to(s.dtype) for g in vjps[1:]]
         return torch.cat(parts)
+
+    def jacobian(self, t: float, s: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
+        """The augmented system's Jacobian, for an implicit method's reverse solve: by
+        autograd through the dynamics built with a graph (second derivatives of f)."""
+        from ..solvers.implicit import jacobian
+
+        def dynamics(tt, x):
+            return self._dynamics(tt, x, differentiable=True)
+
+        return jacobian(dynamics, t, s, 0).detach()
 
 
 class _Adjoint(torch.autograd.Function):
@@ -160,6 +174,7 @@ class Adjoint(GradientMethod):
             norm=LeadingRMS(2 * n) if self.norm == "seminorm" else None,
         )
         solver = request.solver if self.method is None else make_solver(self.method)
+        solver = solver.for_tolerances(adjoint_options.rtol, adjoint_options.atol)
         adjoint_options.controller_for(solver).check(solver)
         run, params = run_record(
             self, request, adjoint_options=adjoint_options, adjoint_solver=solver

@@ -87,6 +87,7 @@ def vjp(
     outputs: Sequence[torch.Tensor],
     inputs: Sequence[torch.Tensor],
     cotangents: Sequence[torch.Tensor],
+    create_graph: bool = False,
 ) -> list[torch.Tensor]:
     """``sum_k cotangent_k^T d output_k / d input`` for every input; zeros where an
     output does not depend on an input at all (``f`` that ignores ``y``, or a
@@ -94,7 +95,13 @@ def vjp(
     pairs = [(o, c) for o, c in zip(outputs, cotangents, strict=True) if o.requires_grad]
     wanted = [x for x in inputs if x.requires_grad]
     grads = iter(
-        torch.autograd.grad([o for o, _ in pairs], wanted, [c for _, c in pairs], allow_unused=True)
+        torch.autograd.grad(
+            [o for o, _ in pairs],
+            wanted,
+            [c for _, c in pairs],
+            allow_unused=True,
+            create_graph=create_graph,
+        )
         if pairs and wanted
         else [None] * len(wanted)
     )

@@ -17,17 +17,28 @@ from .controller import (
     StepSizeController,
 )
 from .dop853 import DormandPrince853
+from .esdirk import ESDIRK
 from .loop import SolveOptions, Stats
-from .registry import ADAPTIVE_METHODS, FIXED_STEP_METHODS, METHODS, SOLVERS, make_solver
+from .registry import (
+    ADAPTIVE_METHODS,
+    FIXED_STEP_METHODS,
+    METHODS,
+    SOLVERS,
+    STIFF_METHODS,
+    make_solver,
+)
+from .rosenbrock import Rosenbrock
 from .runge_kutta import ExplicitRungeKutta
 from .tableau import ButcherTableau
 from .tableaus import ALL as TABLEAUS
 
 __all__ = [
     "ADAPTIVE_METHODS",
+    "ESDIRK",
     "FIXED_STEP_METHODS",
     "METHODS",
     "SOLVERS",
+    "STIFF_METHODS",
     "TABLEAUS",
     "Adams",
     "AsyncLeapfrog",
@@ -39,6 +50,7 @@ __all__ = [
     "GridSteps",
     "PIController",
     "PIDController",
+    "Rosenbrock",
     "SolveOptions",
     "Solver",
     "Stats",

@@ -37,12 +37,15 @@ class StepResult(NamedTuple):
             parasitic mode dominates the error estimate); adaptive solves call it
             and honour it, fixed-step solves (whose results must not depend on
             the batch) neither.
+        work: counts of work besides evaluations of ``f`` (``{"n_jacobians": 1, ...}``),
+            added to the solve's ``Stats.extra``; ``None``: none.
     """
 
     state: Any
     error: torch.Tensor | None
     stages: Any
     restart_due: Callable[[], torch.Tensor] | None = None
+    work: dict | None = None
 
 
 class Solver(ABC):
@@ -63,6 +66,8 @@ class Solver(ABC):
     order: int = 1
     error_order: int | None = None
     failure_hint: str = ""
+    #: An implicit method (for stiff problems).
+    implicit: bool = False
     controller_defaults: dict = {}  # noqa: RUF012 (read-only data)
 
     @property
@@ -126,6 +131,11 @@ class Solver(ABC):
         Default: ``norm`` (RMS when ``None``) of the estimate scaled by
         ``atol + rtol * max(|y0|, |y1|)``; a method with two estimates combines them here."""
         return error_ratio(result.error, y0, y1, rtol, atol, norm)
+
+    def for_tolerances(self, rtol: float, atol: float) -> Solver:
+        """This solver as one solve with these tolerances uses it (an implicit method's
+        Newton tolerance follows them). Default: the solver itself."""
+        return self
 
     def gradient_restart_after(self, state0: Any, restart: bool) -> bool:
         """Whether ``complete`` applies a gradient restart at the end of the step from

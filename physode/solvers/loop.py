@@ -177,9 +177,13 @@ class CountedFunction:
         self._shape, self._dtype, self._device = like.shape, like.dtype, like.device
         self._checked = False
 
-    def __call__(self, t: float, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, t: float | torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.count += 1
-        out = self.func(torch.scalar_tensor(t, dtype=self._dtype, device=self._device), y)
+        if isinstance(t, torch.Tensor):  # a time to differentiate with respect to
+            tt = t.to(dtype=self._dtype, device=self._device)
+        else:
+            tt = torch.scalar_tensor(t, dtype=self._dtype, device=self._device)
+        out = self.func(tt, y)
         if not self._checked:
             self._check(out)
         return out
@@ -220,6 +224,38 @@ _HINT_STIFF = (
 def _hint(solver: Solver) -> str:
     extra = getattr(solver, "failure_hint", "")
     return _HINT_STIFF + (f". {extra}" if extra else "")
+
+
+def _stiffness_note(solver: Solver, func, t: float, state, h: float) -> str:
+    """For an explicit adaptive method that ran out of steps: whether the steps were held
+    down by stability rather than accuracy, i.e. ``h`` times the Jacobian's spectral
+    radius (a few power iterations, by differences of ``f``) is beyond ~1, which is
+    what a stiff problem does to an explicit method. ``""`` if not."""
+    if not solver.adaptive or getattr(solver, "implicit", False):
+        return ""
+    with torch.no_grad():
+        y = solver.solution(state)
+        f0 = func(t, y)
+        v = torch.randn(y.shape, dtype=y.dtype, generator=torch.Generator().manual_seed(0))
+        v = v.to(y.device)
+        radius = 0.0
+        for _ in range(6):
+            v = v / v.norm()
+            eps = 1e-7 * (1.0 + float(y.norm()))
+            jv = (func(t, y + eps * v) - f0) / eps
+            radius = float(jv.norm())
+            if not math.isfinite(radius) or radius == 0.0:
+                return ""
+            v = jv
+    if h * radius <= 1.0:
+        return ""
+    from .registry import STIFF_METHODS  # the registry imports the solvers, not the loop
+
+    return (
+        f"The problem looks stiff: the steps (h={h:.3g}) are held down by stability, "
+        f"h times the Jacobian's spectral radius being {h * radius:.3g}; use an implicit "
+        f"method ({', '.join(STIFF_METHODS)}: physode.solvers.STIFF_METHODS). "
+    )
 
 
 class OutputBlocks:
@@ -439,7 +475,9 @@ def _steps(solver, func, state, times, outputs, options, stats, recorder):
             raise _fail(
                 "max_steps",
                 f"reached max_steps={options.max_steps}",
-                "Raise max_steps or loosen the tolerances. " + _hint(solver),
+                _stiffness_note(solver, func, t, state, cstate.h)
+                + "Raise max_steps or loosen the tolerances. "
+                + _hint(solver),
                 t,
                 direction * cstate.h,
                 stats.n_steps,
@@ -457,6 +495,9 @@ def _steps(solver, func, state, times, outputs, options, stats, recorder):
         # Fixed steps still estimate: the solver's bookkeeping may need it (ALF's count
         # of steps since its velocity restart lives beside its estimate).
         result = solver.step(step_function(func, t, h, jump, dtype), t, h, state)
+        if result.work:
+            for key, count in result.work.items():
+                stats.extra[key] = stats.extra.get(key, 0) + count
         y1 = solver.solution(result.state)
         due = None
         if adaptive:

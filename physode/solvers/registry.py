@@ -12,7 +12,10 @@ from .adams import Adams
 from .alf import AsyncLeapfrog
 from .base import Solver, check_solver
 from .dop853 import DormandPrince853
+from .esdirk import ESDIRK
+from .rosenbrock import Rosenbrock
 from .runge_kutta import ExplicitRungeKutta
+from .stiff_tableaus import KVAERNO5, RODAS5P
 from .tableaus import ALL as TABLEAUS
 
 #: name -> a callable that builds the solver.
@@ -24,12 +27,16 @@ SOLVERS: Registry = Registry(
         "abm4": partial(Adams, corrector=True),
         "dopri8": DormandPrince853,
         "alf": AsyncLeapfrog,
+        "kvaerno5": partial(ESDIRK, KVAERNO5),
+        "rodas5p": partial(Rosenbrock, RODAS5P),
     },
 )
 
 FIXED_STEP_METHODS = (*(name for name, tab in TABLEAUS.items() if not tab.adaptive), "ab4", "abm4")
 ADAPTIVE_METHODS = tuple(name for name in SOLVERS if name not in FIXED_STEP_METHODS)
 METHODS = (*FIXED_STEP_METHODS, *ADAPTIVE_METHODS)
+#: The implicit methods for stiff problems.
+STIFF_METHODS = ("kvaerno5", "rodas5p")
 
 
 def make_solver(method: str | Solver | Any) -> Solver:

@@ -1,0 +1,106 @@
+"""Rosenbrock-Wanner methods: linearly implicit, one Jacobian and one LU factorization a
+step and no Newton iteration.
+
+In Hairer & Wanner's transformed form (section IV.7) a step solves, for each stage,
+``(I / (h gamma) - J) u_i = f(t + alpha_i h, y + sum_j a_ij u_j) + sum_j (c_ij / h) u_j
++ h gamma_i df/dt`` and returns ``y + sum_i m_i u_i``. ``J`` and ``df/dt`` are exact, by
+autograd, at the step's start. Everything is differentiable as it stands: with a graph
+the Jacobian is built with ``create_graph`` so that direct backprop and ACA's re-run of a
+step give the exact derivative of the discrete step (through ``J`` too).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Solver, StepFunction, StepResult
+from .esdirk import ImplicitState
+from .implicit import IterationMatrix, jacobian
+from .interpolation import hermite_dense
+from .stiff_tableaus import RosenbrockTableau
+
+
+def _time_derivative(func: StepFunction, t: float, y: torch.Tensor, create_graph: bool):
+    """``df/dt`` at ``(t, y)`` by a forward-mode product (two reverse passes), or zeros
+    where ``f`` does not depend on ``t``."""
+    with torch.enable_grad():
+        tt = torch.tensor(t, dtype=torch.float64, requires_grad=True)
+        out = func(tt, y if create_graph else y.detach())
+        if not out.requires_grad:
+            return torch.zeros_like(y)
+        v = torch.zeros_like(out, requires_grad=True)
+        (g,) = torch.autograd.grad(out, tt, v, create_graph=True, allow_unused=True)
+        if g is None or not g.requires_grad:
+            return torch.zeros_like(y)
+        (ft,) = torch.autograd.grad(g, v, create_graph=create_graph, allow_unused=True)
+    return torch.zeros_like(y) if ft is None else ft.to(y.dtype)
+
+
+class Rosenbrock(Solver):
+    """An adaptive Rosenbrock-Wanner method with an embedded estimate.
+
+    Args:
+        tableau: the method's coefficients.
+        batch_dims: 1 when the state's leading dimension holds independent systems.
+    """
+
+    implicit = True
+
+    def __init__(self, tableau: RosenbrockTableau, batch_dims: int = 0) -> None:
+        self.tableau = tableau
+        self.name = tableau.name
+        self.order = tableau.order
+        self.error_order = tableau.error_order
+        self.batch_dims = batch_dims
+
+    def __repr__(self) -> str:
+        return f"Rosenbrock({self.name!r}, batch_dims={self.batch_dims})"
+
+    def init(self, func: StepFunction, t0: float, y0: torch.Tensor) -> ImplicitState:
+        return ImplicitState(y0, func(t0, y0))
+
+    def step(self, func, t, h, state: ImplicitState, estimate_error: bool = True) -> StepResult:
+        tab = self.tableau
+        y0, f0 = state.y, state.f
+        graph = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
+        jac = jacobian(func, t, y0, self.batch_dims, create_graph=graph)
+        f_t = _time_derivative(func, t, y0, graph)
+        matrix = IterationMatrix(jac, h * tab.gamma, t)
+        us: list[torch.Tensor] = []
+        fs = [f0]
+        for i in range(len(tab.alpha)):
+            if i:
+                yi = y0
+                for j, a in enumerate(tab.a[i]):
+                    yi = yi + a * us[j]
+                fs.append(func(t + tab.alpha[i] * h, yi))
+            rhs = fs[-1]
+            for j, c in enumerate(tab.c[i]):
+                rhs = rhs + (c / h) * us[j]
+            if tab.gammas[i]:
+                rhs = rhs + (h * tab.gammas[i]) * f_t
+            # (I / (h gamma) - J) u = rhs  <=>  (I - h gamma J) u = h gamma rhs
+            us.append(matrix.solve((h * tab.gamma) * rhs))
+        y1 = y0
+        for m, u in zip(tab.m, us, strict=True):
+            if m:
+                y1 = y1 + m * u
+        error = None
+        if estimate_error:
+            with torch.no_grad():
+                error = sum(e * u for e, u in zip(tab.m_error, us, strict=True) if e)
+        # The last stage is evaluated at (t + h, y1) (stiffly accurate): the next f0.
+        last = y0
+        for j, a in enumerate(tab.a[-1]):
+            last = last + a * us[j]
+        f1 = fs[-1] if torch.equal(last.detach(), y1.detach()) else None
+        work = {"n_jacobians": 1, "n_lu": 1}
+        return StepResult(ImplicitState(y1, f1), error, us, work=work)
+
+    def complete(self, func, t, state: ImplicitState, restart=None, gradient_restart=True):
+        if state.f is None or restart:
+            return ImplicitState(state.y, func(t, state.y))
+        return state
+
+    def interpolant(self, h: float, state0: ImplicitState, state1: ImplicitState, stages):
+        return hermite_dense(state0.y, state1.y, state0.f, state1.f, h)
