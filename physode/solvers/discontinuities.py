@@ -38,6 +38,10 @@ class OneSided:
         self.after_t0 = beyond(t0, t1 - t0, dtype)
         self.before_t1 = beyond(t1, t0 - t1, dtype)
 
+    def __getattr__(self, name: str):
+        # What else the wrapped function offers (the adjoint's exact Jacobian).
+        return getattr(self.func, name)
+
     def __call__(self, t: float, y: torch.Tensor) -> torch.Tensor:
         if t == self.t0:
             t = self.after_t0

@@ -24,7 +24,8 @@ def jacobian(
     """``df/dy`` at ``(t, y)``: ``(N, N)``, or ``(B, n, n)`` with ``batch_dims = 1``.
 
     One evaluation of ``func`` and one batched vector-Jacobian product per row (``n``
-    of them); ``func`` may provide its own ``func.jacobian(t, y, batch_dims)``.
+    of them). A function with a ``jacobian(t, y, batch_dims)`` method gives its own
+    (the continuous adjoint's augmented system does: autograd cannot see through it).
     ``create_graph``: the result is differentiable (for exact gradients of a step).
     """
     own = getattr(func, "jacobian", None)
