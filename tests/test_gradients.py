@@ -113,6 +113,8 @@ DOUBLE_BACKWARD_CASES = {
     "direct-dopri5": ("direct", {"method": "dopri5", **TIGHT}),
     "aca-dopri5": ("aca", {"method": "dopri5", **TIGHT}),
     "aca-tsit5": ("aca", {"method": "tsit5", **TIGHT}),
+    "direct-rodas5p": ("direct", {"method": "rodas5p", **TIGHT}),
+    "aca-rodas5p": ("aca", {"method": "rodas5p", **TIGHT}),
     # 667 fixed ALF steps; the d2L/dk2 error is ~1.6e-6 relative.
     "mali-alf-h3e-3": ("mali", {"step_size": 3e-3}),
 }
@@ -173,6 +175,17 @@ def test_hessian_in_y0_of_a_nonlinear_problem(case):
     assert abs(g_z0.item() / ga.item() - 1) < 1e-5
     assert abs(h_z0k.item() / ha_z0k.item() - 1) < 1e-5
     assert abs(h_z0z0.item() / ha_z0z0.item() - 1) < 1e-5
+
+
+@pytest.mark.parametrize("grad", ["direct", "aca"])
+def test_kvaerno5_refuses_double_backward(grad):
+    z0, k = scalar_leaves()
+    sol = solve_growth(grad, z0, k, method="kvaerno5", **TIGHT)
+    _, g_k = torch.autograd.grad(sol.ys[-1] ** 2, (z0, k))
+    assert abs(g_k.item() / DL_DK - 1) < 1e-6  # first derivatives are exact
+    sol = solve_growth(grad, z0, k, method="kvaerno5", **TIGHT)
+    with pytest.raises(RuntimeError, match="rodas5p"):
+        torch.autograd.grad(sol.ys[-1] ** 2, (z0, k), create_graph=True)
 
 
 def test_adjoint_refuses_double_backward():

@@ -74,3 +74,14 @@ def hermite_dense(
         return [3 * t2 - 2 * t3, h * (t3 - 2 * t2 + theta), h * (t3 - t2)]
 
     return LinearDense(y0, [y1 - y0, f0, f1], weights)
+
+
+def rosenbrock_dense(y0: torch.Tensor, y1: torch.Tensor, ks: Sequence[torch.Tensor]) -> LinearDense:
+    """Hairer & Wanner's Rosenbrock dense output ``(1 - theta) y0 + theta (y1 +
+    (1 - theta) (K_1 + theta (K_2 + theta K_3 ...)))`` from the combined stages ``K_r``."""
+
+    def weights(theta: float) -> list[float]:
+        inner = theta * (1.0 - theta)
+        return [theta] + [inner * theta**r for r in range(len(ks))]
+
+    return LinearDense(y0, [y1 - y0, *ks], weights)

@@ -15,25 +15,9 @@ import torch
 
 from .base import Solver, StepFunction, StepResult
 from .esdirk import ImplicitState
-from .implicit import IterationMatrix, jacobian
-from .interpolation import hermite_dense
+from .implicit import IterationMatrix, directional_derivative, jacobian
+from .interpolation import hermite_dense, rosenbrock_dense
 from .stiff_tableaus import RosenbrockTableau
-
-
-def _time_derivative(func: StepFunction, t: float, y: torch.Tensor, create_graph: bool):
-    """``df/dt`` at ``(t, y)`` by a forward-mode product (two reverse passes), or zeros
-    where ``f`` does not depend on ``t``."""
-    with torch.enable_grad():
-        tt = torch.tensor(t, dtype=torch.float64, requires_grad=True)
-        out = func(tt, y if create_graph else y.detach())
-        if not out.requires_grad:
-            return torch.zeros_like(y)
-        v = torch.zeros_like(out, requires_grad=True)
-        (g,) = torch.autograd.grad(out, tt, v, create_graph=True, allow_unused=True)
-        if g is None or not g.requires_grad:
-            return torch.zeros_like(y)
-        (ft,) = torch.autograd.grad(g, v, create_graph=create_graph, allow_unused=True)
-    return torch.zeros_like(y) if ft is None else ft.to(y.dtype)
 
 
 class Rosenbrock(Solver):
@@ -70,7 +54,7 @@ class Rosenbrock(Solver):
         y0, f0 = state.y, state.f
         graph = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
         jac = jacobian(func, t, y0, self.batch_dims, create_graph=graph)
-        f_t = _time_derivative(func, t, y0, graph)
+        f_t = directional_derivative(func, t, y0, None, graph)
         matrix = IterationMatrix(jac, h * tab.gamma, t)
         us: list[torch.Tensor] = []
         fs = [f0]
@@ -106,4 +90,9 @@ class Rosenbrock(Solver):
         return state
 
     def interpolant(self, h: float, state0: ImplicitState, state1: ImplicitState, stages):
-        return hermite_dense(state0.y, state1.y, state0.f, state1.f, h)
+        if not self.tableau.dense:
+            return hermite_dense(state0.y, state1.y, state0.f, state1.f, h)
+        ks = [
+            sum(d * u for d, u in zip(row, stages, strict=True) if d) for row in self.tableau.dense
+        ]
+        return rosenbrock_dense(state0.y, state1.y, ks)

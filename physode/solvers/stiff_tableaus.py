@@ -50,6 +50,10 @@ class RosenbrockTableau:
     c: tuple[tuple[float, ...], ...]
     m: tuple[float, ...]
     m_error: tuple[float, ...]
+    #: Rows ``d_r`` of the dense output ``y(t0 + theta h) = (1 - theta) y0 + theta (y1 +
+    #: (1 - theta) (K_1 + theta (K_2 + theta K_3 ...)))``, ``K_r = sum_i d_ri u_i``;
+    #: empty: cubic Hermite from the end values and slopes.
+    dense: tuple[tuple[float, ...], ...] = ()
 
 
 # fmt: off
@@ -117,5 +121,14 @@ RODAS5P = RosenbrockTableau(
     # the last stage's argument (without u_8), so the estimate is u_8 itself.
     m=(*_R_LAST, 1.0, 1.0, 1.0),
     m_error=(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0),
+    # Steinebach's fourth-order dense output (stiffly accurate in theta).
+    dense=(
+        (25.948786856663858, -2.5579724845846235, 10.433815404888879, -2.3679251022685204,
+         0.524948541321073, 1.1241088310450404, 0.4272876194431874, -0.17202221070155493),
+        (-9.91568850695171, -0.9689944594115154, 3.0438037242978453, -24.495224566215796,
+         20.176138334709044, 15.98066361424651, -6.789040303419874, -6.710236069923372),
+        (11.419903575922262, 2.8879645146136994, 72.92137995996029, 80.12511834622643,
+         -52.072871366152654, -59.78993625266729, -0.15582684282751913, 4.883087185713722),
+    ),
 )
 # fmt: on
