@@ -405,10 +405,15 @@ class StepSchedule(_Tagged):
 
 
 class ExponentialSchedule(_Tagged):
-    """``train.schedule`` with ``name: exponential``: multiply the rate by ``gamma`` every epoch."""
+    """``train.schedule`` with ``name: exponential``: multiply the rate by ``gamma`` every
+    epoch (``every: step``: every optimiser step), never below ``floor`` (an absolute
+    rate; 0: no floor). The latent ODE's reference decays 0.999 a step to a floor of
+    ``lr / 10``."""
 
     name: Literal["exponential"]
     gamma: PositiveFloat
+    every: Literal["epoch", "step"] = "epoch"
+    floor: NonNegativeFloat = 0.0
 
 
 ScheduleConfig = Annotated[
@@ -437,7 +442,8 @@ class TrainConfig(_Section):
         seed: seeds torch (and the batch order); a fit is reproducible from it.
         dtype: ``float32`` or ``float64`` (see :func:`resolve_dtype`).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (see :func:`resolve_device`).
-        optimizer: ``adam``, ``adamw``, ``sgd`` or ``lbfgs``.
+        optimizer: ``adam``, ``adamw``, ``adamax`` (Adam with the infinity norm, the
+            latent ODE reference's), ``sgd`` or ``lbfgs``.
         schedule: learning-rate schedule, or ``None`` for a constant rate.
         batch_size: trajectories per step (``None``: all at once).
         loss: ``mse`` or ``mae`` over the observed entries in the fit window.
@@ -453,7 +459,7 @@ class TrainConfig(_Section):
     seed: NonNegativeInt = 0
     dtype: Literal["float32", "float64"] = "float64"
     device: str = "auto"
-    optimizer: Literal["adam", "adamw", "sgd", "lbfgs"] = "adam"
+    optimizer: Literal["adam", "adamw", "adamax", "sgd", "lbfgs"] = "adam"
     schedule: ScheduleConfig | None = None
     batch_size: PositiveInt | None = None
     loss: Literal["mse", "mae"] = "mse"
@@ -461,6 +467,15 @@ class TrainConfig(_Section):
     checkpoint_every: PositiveInt = 1
     learn_initial_state: bool = False
     stop: StopConfig | None = None
+
+    @model_validator(mode="after")
+    def _floor_below_rate(self) -> TrainConfig:
+        floor = getattr(self.schedule, "floor", 0.0)
+        if floor > self.lr:
+            raise _config_error(
+                f"the floor {floor:g} is above train.lr = {self.lr:g}", at="schedule.floor"
+            )
+        return self
 
     @field_validator("device")
     @classmethod
@@ -475,7 +490,8 @@ class TaskConfig(_Section):
 
     The protocol of Rubanova et al. (2019), see :mod:`physode.datasets.irregular`:
     the trajectories are split ``train_fraction`` / rest, normalised per
-    feature by ``(x - min) / max`` over the training data, and cut into one
+    feature by ``(x - min) / max`` over the training data (``normalize_over:
+    all``: over every trajectory, the reference's choice), and cut into one
     random window of ``window`` points each.
 
     Attributes:
@@ -495,6 +511,10 @@ class TaskConfig(_Section):
         eval_every: score the test set every this many epochs (``None``: at
             the end only).
         n_predictions: test windows written to ``predictions.nc`` (0: none).
+        score_samples: draws of ``z0`` behind ``test_mse_sampled`` (the reference
+            scores with 3); ``test_mse`` (= ``test_mse_mean``) uses the posterior mean.
+        normalize_over: ``train`` (default: nothing of the test set leaks into the
+            units) or ``all`` (the reference's).
     """
 
     name: Literal["interpolation", "extrapolation"] = "interpolation"
@@ -507,6 +527,8 @@ class TaskConfig(_Section):
     kl_rate: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.99
     eval_every: PositiveInt | None = None
     n_predictions: NonNegativeInt = 8
+    score_samples: PositiveInt = 3
+    normalize_over: Literal["train", "all"] = "train"
 
     @model_validator(mode="after")
     def _window_holds_a_third(self) -> TaskConfig:

@@ -101,6 +101,8 @@ def make_optimizer(config: Config, params) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=train.lr)
     if train.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=train.lr)
+    if train.optimizer == "adamax":
+        return torch.optim.Adamax(params, lr=train.lr)
     if train.optimizer == "sgd":
         return torch.optim.SGD(params, lr=train.lr, momentum=0.9)
     # torch's default tolerances stop L-BFGS once the loss changes by less than 1e-9 in
@@ -125,7 +127,16 @@ def make_schedule(config: Config, optimizer):
         )
     if s.name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
-    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=s.gamma)
+    lowest = s.floor / config.train.lr
+    # The k-th rate (k epochs or optimiser steps in) is lr * max(gamma^k, floor / lr).
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: max(s.gamma**k, lowest), last_epoch=-1
+    )
+
+
+def schedule_every(config: Config) -> str:
+    """``"epoch"`` or ``"step"``: when the schedule advances."""
+    return getattr(config.train.schedule, "every", "epoch")
 
 
 def _digest(path: Path) -> str:
@@ -298,7 +309,7 @@ class _Runner:
             epoch = state["epoch"] = state["epoch"] + 1
             tic = time.perf_counter()
             totals = self._epoch(trained, epoch)
-            if self.schedule is not None:
+            if self.schedule is not None and schedule_every(self.config) == "epoch":
                 self.schedule.step()
             elapsed = time.perf_counter() - tic
             state["seconds"] += elapsed
@@ -477,6 +488,8 @@ class _Runner:
             return value
 
         self.optimizer.step(closure)
+        if self.schedule is not None and schedule_every(self.config) == "step":
+            self.schedule.step()
         for key, value in last["out"].totals.items():
             # A rank with no share of the batch adds zeros: every rank holds the same keys.
             totals[key] = totals.get(key, 0.0) + (value if weight > 0 else 0.0)
