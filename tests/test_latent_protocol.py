@@ -36,6 +36,15 @@ def _config(folder: Path, extra: str) -> Path:
     return path
 
 
+def _fit(folder: Path, name: str, *sets: str) -> Path:
+    """``physode fit`` of the sines config with ``--set`` overrides; the run directory."""
+    run = folder / name
+    args = [a for key in sets for a in ("--set", key)]
+    result = run_cli("fit", _config(folder, ""), "-o", run, "--quiet", *args)
+    assert result.exit_code == 0, result.output
+    return run
+
+
 def test_adamax_with_a_per_step_decay_to_a_floor(folder):
     path = _config(folder, "")
     config = load_config(
@@ -61,22 +70,13 @@ def test_adamax_with_a_per_step_decay_to_a_floor(folder):
 
 def test_the_fit_advances_a_per_step_schedule_every_batch(folder):
     # 16 training trajectories in batches of 8: two optimiser steps an epoch.
-    path = _config(folder, "")
-    run = folder / "perstep"
-    result = run_cli(
-        "fit",
-        path,
-        "-o",
-        run,
-        "--quiet",
-        "--set",
+    run = _fit(
+        folder,
+        "perstep",
         "train.epochs=2",
-        "--set",
         "train.optimizer=adamax",
-        "--set",
         "train.schedule={name: exponential, gamma: 0.9, every: step, floor: 0.0}",
     )
-    assert result.exit_code == 0, result.output
     with open(run / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     n_train = int(0.8 * N_TRAJ)
@@ -93,22 +93,9 @@ def test_a_floor_above_the_rate_is_refused(folder):
 
 
 def test_metrics_report_both_scorings_and_normalise_over_every_trajectory(folder):
-    path = _config(folder, "")
-    run = folder / "scored"
-    result = run_cli(
-        "fit",
-        path,
-        "-o",
-        run,
-        "--quiet",
-        "--set",
-        "train.epochs=2",
-        "--set",
-        "task.normalize_over=all",
-        "--set",
-        "task.score_samples=4",
+    run = _fit(
+        folder, "scored", "train.epochs=2", "task.normalize_over=all", "task.score_samples=4"
     )
-    assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_mse"] == metrics["test_mse_mean"]
     assert metrics["score_samples"] == 4
@@ -121,8 +108,7 @@ def test_metrics_report_both_scorings_and_normalise_over_every_trajectory(folder
     assert "every trajectory" in norm["formula"]
     # The default: the training trajectories only (the first 80 %).
     train = state[: int(0.8 * N_TRAJ)]
-    run2 = folder / "train_units"
-    assert run_cli("fit", path, "-o", run2, "--quiet", "--set", "train.epochs=1").exit_code == 0
+    run2 = _fit(folder, "train_units", "train.epochs=1")
     norm2 = json.loads((run2 / "normalization.json").read_text())
     np.testing.assert_allclose(norm2["minimum"], train.min(axis=(0, 1)), rtol=1e-6)
 
@@ -182,3 +168,38 @@ def test_the_encoders_euler_steps_are_the_solvers():
     ours = _euler(field, y0, t, 0.1)
     theirs = physode.odeint(field, y0, t, method="euler", step_size=0.1)
     torch.testing.assert_close(ours, theirs, rtol=1e-14, atol=1e-14)
+
+
+def test_the_reference_gru_cell_carries_a_std_that_the_ode_leaves_alone():
+    model = _model(encoder_cell="reference")
+    core = model.encoder
+    assert core.state_dim == 2 * 5 and model.to_z0.net[0].in_features == 10
+    h = torch.randn(3, 10, dtype=F64)
+    moved = core.evolve(h, [0.0, 0.05], 0.5)[-1]
+    torch.testing.assert_close(moved[:, 5:], h[:, 5:], rtol=0, atol=0)  # the std: unchanged
+    assert (moved[:, :5] - h[:, :5]).abs().max() > 1e-6  # the mean moves
+    x = torch.randn(3, 4, dtype=F64)
+    new = core.cell(x, h.abs())
+    assert new.shape == (3, 10) and (new[:, 5:] >= 0).all()
+    # Its weights start from N(0, 0.1), zero biases (the reference's initialisation).
+    first = core.cell.update_gate[0]
+    assert abs(first.weight.std().item() - 0.1) < 0.02 and first.bias.abs().max() == 0
+    # It trains: a finite loss with gradients in every parameter of the cell.
+    t = torch.linspace(0.0, 0.99, 100, dtype=F64)
+    values = torch.randn(2, 100, 2, dtype=F64)
+    loss, _ = model.loss(t, values, torch.ones_like(values), n_samples=2)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in core.cell.parameters())
+
+
+def test_encoder_cell_is_a_latent_ode_key(folder):
+    path = _config(folder, "")
+    config = load_config(path, overrides=["model.latent.encoder_cell=reference"])
+    assert config.model.latent.encoder_cell == "reference"
+    with pytest.raises(Exception, match="encoder_cell"):
+        load_config(
+            path,
+            overrides=["model.latent={kind: gru, hidden_dim: 8, encoder_cell: reference}"],
+        )
+    with pytest.raises(Exception, match="encoder_cell"):
+        load_config(path, overrides=["model.latent.encoder_cell=lstm"])

@@ -381,9 +381,67 @@ class _SequenceModel(nn.Module):
 # --------------------------------------------------------------------------- ODE-RNN
 
 
+class ReferenceGRUCell(nn.Module):
+    """The reference's GRU unit (Rubanova et al. 2019): the state carries a std beside
+    its mean, ``h = [mean, std]`` (``2 H``); the update and reset gates and the new state
+    are one-hidden-layer tanh MLPs of ``[mean, std, input]``; weights drawn from
+    N(0, 0.1), zero biases. Called as ``torch.nn.GRUCell``: ``cell(input, h)``.
+
+    Args:
+        input_size: the input's width (``2 D``: values and mask).
+        hidden_size: ``H``, the width of the mean (and of the std).
+        units: the gates' hidden width (the reference's 100).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, units: int = 100) -> None:
+        super().__init__()
+        width = 2 * hidden_size + input_size
+
+        def net(out: int) -> nn.Sequential:
+            layers = nn.Sequential(nn.Linear(width, units), nn.Tanh(), nn.Linear(units, out))
+            for layer in layers:
+                if isinstance(layer, nn.Linear):
+                    nn.init.normal_(layer.weight, std=0.1)
+                    nn.init.zeros_(layer.bias)
+            return layers
+
+        self.update_gate, self.reset_gate = net(hidden_size), net(hidden_size)
+        self.new_state = net(2 * hidden_size)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        mean, std = h.chunk(2, dim=-1)
+        both = torch.cat([mean, std, x], -1)
+        update = torch.sigmoid(self.update_gate(both))
+        reset = torch.sigmoid(self.reset_gate(both))
+        new_mean, new_std = self.new_state(torch.cat([mean * reset, std * reset, x], -1)).chunk(
+            2, dim=-1
+        )
+        mean = (1 - update) * new_mean + update * mean
+        std = (1 - update) * new_std.abs() + update * std
+        return torch.cat([mean, std], -1)
+
+
+class _MeanOnly(nn.Module):
+    """``d[mean, std]/dt = [f(mean), 0]``: the reference's encoder ODE moves the mean only."""
+
+    def __init__(self, field: nn.Module) -> None:
+        super().__init__()
+        self.field = field
+
+    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        mean, std = h.chunk(2, dim=-1)
+        return torch.cat([self.field(t, mean), torch.zeros_like(std)], -1)
+
+
+#: the encoder's update at an observation: ``torch.nn.GRUCell`` or the reference's unit.
+ENCODER_CELLS = ("gru", "reference")
+
+
 class _ODERNNCore(nn.Module):
     """Hidden state carried by ``dh/dt = f(h)`` between observations, updated by a
-    GRU cell at each observation from ``[values * mask, mask]``."""
+    GRU cell at each observation from ``[values * mask, mask]``. With
+    ``cell="reference"`` the state is ``[mean, std]`` (``2 H``, see
+    :class:`ReferenceGRUCell`) and the ODE moves the mean only."""
 
     def __init__(
         self,
@@ -392,24 +450,34 @@ class _ODERNNCore(nn.Module):
         dynamics_hidden: Sequence[int],
         activation: str,
         solve: _Solve,
+        cell: str = "gru",
     ) -> None:
         super().__init__()
         self.data_dim = _positive_int("data_dim", data_dim)
         self.hidden_dim = _positive_int("hidden_dim", hidden_dim)
+        if cell not in ENCODER_CELLS:
+            raise ValueError(f"encoder_cell: expected one of {ENCODER_CELLS}, got {cell!r}")
         self.dynamics = MLP(hidden_dim, hidden_dim, dynamics_hidden, activation).as_ode()
-        self.cell = nn.GRUCell(2 * data_dim, hidden_dim)
+        self.mean_only = cell == "reference"
+        if self.mean_only:
+            self.cell, self.state_dim = ReferenceGRUCell(2 * data_dim, hidden_dim), 2 * hidden_dim
+        else:
+            self.cell, self.state_dim = nn.GRUCell(2 * data_dim, hidden_dim), hidden_dim
         self.solve = solve
 
     def evolve(self, h: torch.Tensor, t: Sequence[float], span: float) -> torch.Tensor:
-        """States at the times ``t`` (``t[0]`` the start): ``(len(t), B, H)``."""
-        return self.solve(self.dynamics, h, t, span)
+        """States at the times ``t`` (``t[0]`` the start): ``(len(t), B, state_dim)``."""
+        # The wrapper is made here, not kept: kept, it would put the dynamics' weights
+        # in the state dict twice.
+        field = _MeanOnly(self.dynamics) if self.mean_only else self.dynamics
+        return self.solve(field, h, t, span)
 
     def backward_pass(
         self, t: list[float], values: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         """Run from the last observation back to ``t[0]``: the hidden state there, ``(B, H)``."""
         b = values.shape[0]
-        h = values.new_zeros(b, self.hidden_dim)
+        h = values.new_zeros(b, self.state_dim)
         any_obs, steps = _observed_steps(mask)
         x = _gru_input(values, mask)
         span = t[-1] - t[0]
@@ -531,6 +599,8 @@ class LatentODE(_SequenceModel):
             reference's span / 50 for a fixed-step method, adaptive otherwise.
         solver_options: further :func:`physode.odeint` keywords for both ODEs
             (e.g. ``max_steps``).
+        encoder_cell: ``gru`` (``torch.nn.GRUCell``) or ``reference`` (the
+            reference's unit, :class:`ReferenceGRUCell`, with a std channel).
     """
 
     def __init__(
@@ -554,6 +624,7 @@ class LatentODE(_SequenceModel):
         encoder_grad: str | None = None,
         encoder_step_size: float | None = None,
         solver_options: Mapping[str, Any] | None = None,
+        encoder_cell: str = "gru",
     ) -> None:
         super().__init__()
         self.data_dim = _positive_int("data_dim", data_dim)
@@ -578,9 +649,9 @@ class LatentODE(_SequenceModel):
             _ENCODER_STEPS_PER_SPAN,
         )
         self.encoder = _ODERNNCore(
-            data_dim, hidden_dim, encoder_dynamics_hidden, activation, enc_solve
+            data_dim, hidden_dim, encoder_dynamics_hidden, activation, enc_solve, encoder_cell
         )
-        self.to_z0 = MLP(hidden_dim, 2 * latent_dim, z0_hidden, activation)
+        self.to_z0 = MLP(self.encoder.state_dim, 2 * latent_dim, z0_hidden, activation)
         self.dynamics = MLP(latent_dim, latent_dim, dynamics_hidden, activation).as_ode()
         self.decoder = MLP(latent_dim, data_dim, decoder_hidden, activation)
 

@@ -21,7 +21,7 @@ from pydantic import (
 
 from ..datasets import SIMULATORS
 from ..gradients import GRADIENT_METHODS, make_gradient
-from ..models.latent import SEQUENCE_MODELS
+from ..models.latent import ENCODER_CELLS, SEQUENCE_MODELS
 from ..models.neural import ACTIVATIONS as _MLP_ACTIVATIONS
 from ..models.registry import NEURAL, PHYSICS
 from ..registry import CodeReferenceError, Registry
@@ -258,6 +258,7 @@ _KIND_KEYS = {
     "dynamics_hidden": (("latent_ode", "ode_rnn"), None),
     "encoder_method": (("latent_ode", "ode_rnn"), "euler"),
     "encoder_step_size": (("latent_ode", "ode_rnn"), None),
+    "encoder_cell": (("latent_ode",), "gru"),
 }
 
 
@@ -288,6 +289,8 @@ class LatentConfig(_Section):
             means ``solver.method``.
         encoder_step_size: its fixed step (``None``: span / 50 for a fixed-step
             method, as in the reference).
+        encoder_cell: ``gru`` (default) or ``reference``: the reference's GRU unit
+            (MLP gates, a std channel; latent_ode only).
 
     The latent ODE itself is solved with the ``solver`` section (method, grad,
     rtol, atol, step_size, max_steps). Keys a kind does not read must be left
@@ -305,6 +308,7 @@ class LatentConfig(_Section):
     obs_std: PositiveFloat = 0.01
     encoder_method: Literal[METHODS] | None = None  # type: ignore[valid-type]
     encoder_step_size: PositiveFloat | None = None
+    encoder_cell: Literal[ENCODER_CELLS] | None = None  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _keys_of_kind(self) -> LatentConfig:

@@ -227,6 +227,7 @@ def build_sequence_model(
             step_size=s.step_size,
             encoder_method=spec.encoder_method,
             encoder_step_size=spec.encoder_step_size,
+            encoder_cell=spec.encoder_cell,
             solver_options=options,
         )
     return model.to(device=device, dtype=dtype)
