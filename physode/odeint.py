@@ -211,10 +211,12 @@ def solve(
             ``t[0]`` is the start. Held in float64 internally. A tensor that
             requires grad receives gradients with respect to every time (the
             start and the outputs), for every gradient method.
-        method: ``euler``, ``midpoint``, ``heun``, ``heun3``, ``rk4`` (fixed step, need
-            ``step_size``); ``heun_euler``, ``bosh3``, ``dopri5``, ``tsit5``
-            (adaptive); ``alf`` (asynchronous leapfrog, adaptive or fixed); or
-            a :class:`physode.solvers.Solver` object. Default: the gradient
+        method: ``euler``, ``midpoint``, ``heun``, ``heun3``, ``rk4``, ``ab4``, ``abm4``
+            (fixed step, need ``step_size``); ``heun_euler``, ``fehlberg2``, ``bosh3``,
+            ``dopri5``, ``tsit5``, ``dopri8`` (adaptive); ``radau5``, ``rodas5p``,
+            ``kvaerno5`` (implicit, for stiff problems:
+            ``physode.solvers.STIFF_METHODS``); ``alf`` (asynchronous leapfrog,
+            adaptive or fixed); or a :class:`physode.solvers.Solver` object. Default: the gradient
             method's (``dopri5``, or ``alf`` for MALI).
         grad: how gradients are computed: a :class:`physode.gradients.GradientMethod`
             (``physode.Direct()``, ``physode.Adjoint(rtol=...)``, ``physode.ACA()``,

@@ -163,17 +163,22 @@ def test_evaluate_with_another_solver_gives_a_close_score(fitted):
 
 
 def test_a_mali_run_is_rescored_with_another_solver(tmp_path):
-    config = write_config(tmp_path, n_times=101, epochs=1)
+    # One Adam step (an L-BFGS epoch of ALF solves takes minutes): the masses stay near
+    # (1, 1, 1), whose score is 0.86, and ALF at rtol 1e-4 is far more accurate than that.
+    config = write_config(tmp_path, n_times=101, epochs=1, optimizer="adam", lr=1e-3, rtol=1e-4)
     args = ["--set", "solver.method=alf", "--set", "solver.grad=mali", "--quiet"]
     result = run_cli("fit", config, "-o", tmp_path / "run", *args)
     assert result.exit_code == 0, result.output
+    trained = json.loads((tmp_path / "run" / "metrics.json").read_text())
     result = run_cli("evaluate", tmp_path / "run", "--method", "dopri5", "--rtol", "1e-9")
     assert result.exit_code == 0, result.output
     (path,) = (tmp_path / "run" / "evaluations").glob("dopri5-*.json")
     scores = json.loads(path.read_text())
     assert scores["solver"]["grad"] == "direct" and scores["trained_with"]["grad"] == "mali"
-    # One L-BFGS epoch already brings the masses close: masses (1, 1, 1) score 0.86.
-    assert scores["fit_mse"] < 1e-6
+    assert scores["solver"]["method"] == "dopri5" and scores["trained_with"]["method"] == "alf"
+    # The model, not the solver, is scored: the tight dopri5 solve agrees with ALF's.
+    assert 0.5 < scores["fit_mse"] < 1.5
+    assert abs(scores["fit_mse"] / trained["fit_mse"] - 1) < 1e-2  # measured 2.6e-3
 
 
 def test_an_existing_run_is_not_overwritten(fitted, tmp_path):

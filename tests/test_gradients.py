@@ -115,6 +115,12 @@ DOUBLE_BACKWARD_CASES = {
     "aca-tsit5": ("aca", {"method": "tsit5", **TIGHT}),
     "direct-rodas5p": ("direct", {"method": "rodas5p", **TIGHT}),
     "aca-rodas5p": ("aca", {"method": "rodas5p", **TIGHT}),
+    # The implicit stages' second derivatives come from two chord steps
+    # (physode.solvers.implicit.differentiable_root).
+    "direct-radau5": ("direct", {"method": "radau5", **TIGHT}),
+    "aca-radau5": ("aca", {"method": "radau5", **TIGHT}),
+    "direct-kvaerno5": ("direct", {"method": "kvaerno5", **TIGHT}),
+    "aca-kvaerno5": ("aca", {"method": "kvaerno5", **TIGHT}),
     # 667 fixed ALF steps; the d2L/dk2 error is ~1.6e-6 relative.
     "mali-alf-h3e-3": ("mali", {"step_size": 3e-3}),
 }
@@ -177,15 +183,15 @@ def test_hessian_in_y0_of_a_nonlinear_problem(case):
     assert abs(h_z0z0.item() / ha_z0z0.item() - 1) < 1e-5
 
 
-@pytest.mark.parametrize("grad", ["direct", "aca"])
-def test_kvaerno5_refuses_double_backward(grad):
+@pytest.mark.parametrize("method", ["radau5", "kvaerno5"])
+def test_implicit_stages_refuse_third_derivatives(method):
     z0, k = scalar_leaves()
-    sol = solve_growth(grad, z0, k, method="kvaerno5", **TIGHT)
-    _, g_k = torch.autograd.grad(sol.ys[-1] ** 2, (z0, k))
-    assert abs(g_k.item() / DL_DK - 1) < 1e-6  # first derivatives are exact
-    sol = solve_growth(grad, z0, k, method="kvaerno5", **TIGHT)
-    with pytest.raises(RuntimeError, match="rodas5p"):
-        torch.autograd.grad(sol.ys[-1] ** 2, (z0, k), create_graph=True)
+    sol = solve_growth("direct", z0, k, method=method, **TIGHT)
+    (g_k,) = torch.autograd.grad(sol.ys[-1] ** 2, k, create_graph=True)
+    (h_kk,) = torch.autograd.grad(g_k, k, create_graph=True)  # second: exact (above)
+    assert abs(h_kk.item() / D2L_DK2 - 1) < 1e-5
+    with pytest.raises(RuntimeError, match="third derivatives"):
+        torch.autograd.grad(h_kk, k)
 
 
 def test_adjoint_refuses_double_backward():

@@ -117,6 +117,7 @@ def test_method_registry():
         "tsit5",
         "dopri8",
         "alf",
+        "radau5",
         "kvaerno5",
         "rodas5p",
     }

@@ -12,6 +12,7 @@ import torch
 
 from ..solvers.base import Solver
 from ..solvers.discontinuities import end_time, step_function
+from ..solvers.implicit import first_derivatives_only
 from ..solvers.loop import (
     AcceptedStep,
     CountedFunction,
@@ -196,7 +197,8 @@ def step_vjp(
     t1 = end_time(step.t, step.h, step.jump, dtype)
     if split:
         adjoint.pull_through_slope(func, t1, solver.solution(end), params)
-    with torch.enable_grad():
+    # The step's graph is differentiated once (double backward replays the steps instead).
+    with torch.enable_grad(), first_derivatives_only():
         y = solver.solution(state0).detach().requires_grad_()
         d = solver.slope(state0).detach().requires_grad_()
         start = solver.with_parts(state0, y, d)

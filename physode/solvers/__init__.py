@@ -19,6 +19,7 @@ from .controller import (
 from .dop853 import DormandPrince853
 from .esdirk import ESDIRK
 from .loop import SolveOptions, Stats
+from .radau import Radau
 from .registry import (
     ADAPTIVE_METHODS,
     FIXED_STEP_METHODS,
@@ -50,6 +51,7 @@ __all__ = [
     "GridSteps",
     "PIController",
     "PIDController",
+    "Radau",
     "Rosenbrock",
     "SolveOptions",
     "Solver",

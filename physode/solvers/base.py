@@ -39,6 +39,11 @@ class StepResult(NamedTuple):
             the batch) neither.
         work: counts of work besides evaluations of ``f`` (``{"n_jacobians": 1, ...}``),
             added to the solve's ``Stats.extra``; ``None``: none.
+        retry: where the step is rejected, the state to try the shorter step from
+            (an implicit method's fresh Jacobian); ``None``: the same start state.
+        failed: why the step could not be taken (an implicit method's Newton iteration
+            did not converge), ``""`` if it was: an adaptive solve rejects it, a
+            fixed-step solve raises a ``SolverError`` saying so.
     """
 
     state: Any
@@ -46,6 +51,8 @@ class StepResult(NamedTuple):
     stages: Any
     restart_due: Callable[[], torch.Tensor] | None = None
     work: dict | None = None
+    retry: Any = None
+    failed: str = ""
 
 
 class Solver(ABC):
@@ -164,6 +171,13 @@ class Solver(ABC):
     def for_keeping(self, state: Any) -> Any:
         """The state as a gradient method stores it: without forward-only bookkeeping."""
         return state
+
+    def keep_step(self, state: Any, result: StepResult) -> Any:
+        """The start state of an accepted step (``result``) as a gradient method stores it
+        to re-run the step. An implicit method keeps the step's converged stages here, so
+        that the re-run differentiates them instead of repeating its Newton iterations.
+        Default: :meth:`for_keeping`."""
+        return self.for_keeping(state)
 
 
 REQUIRED = ("init", "step", "interpolant")

@@ -400,11 +400,11 @@ class _Recorder:
         self.steps = steps
         self.every = keep_state_every
 
-    def add(self, t: float, h: float, state, covered, restart: bool, jump: bool) -> None:
+    def add(self, t: float, h: float, state, result, covered, restart: bool, jump: bool) -> None:
         keep = self.every is not None and len(self.steps) % self.every == 0
         # A state whose velocity was restarted cannot be rebuilt by an inverse step.
         keep = keep or self.solver.restarted(state)
-        kept = self.solver.for_keeping(state) if keep else None
+        kept = self.solver.keep_step(state, result) if keep else None
         self.steps.append(AcceptedStep(t, h, kept, covered, restart, jump))
 
 
@@ -434,7 +434,7 @@ def _accept(solver, func, t, h, state, result, outputs, stats, recorder, restart
     if restarted:
         stats.extra["velocity_restarts"] = stats.extra.get("velocity_restarts", 0) + 1
     if recorder is not None:
-        recorder.add(t, h, state, covered, restarted, jump)
+        recorder.add(t, h, state, result, covered, restarted, jump)
     stats.n_accepted += 1
     return t1, new_state
 
@@ -500,7 +500,18 @@ def _steps(solver, func, state, times, outputs, options, stats, recorder):
                 stats.extra[key] = stats.extra.get(key, 0) + count
         y1 = solver.solution(result.state)
         due = None
-        if adaptive:
+        if result.failed and not adaptive:
+            raise _fail(
+                "step_failed",
+                f"the step failed: {result.failed}",
+                "Pass a smaller step_size, or leave it out for adaptive steps",
+                t,
+                h,
+                stats.n_steps,
+            )
+        if result.failed:  # rejected: the controller tries a shorter step
+            ratio = math.inf
+        elif adaptive:
             y0 = solver.solution(state)
             ratio_t = solver.error_ratio(result, y0, y1, options.rtol, options.atol, options.norm)
             flags = [ratio_t, torch.isfinite(y1).all().to(ratio_t.dtype)]
@@ -519,6 +530,11 @@ def _steps(solver, func, state, times, outputs, options, stats, recorder):
         accepted, cstate = controller.adapt(cstate, abs(h), ratio)
         if not accepted:
             stats.n_rejected += 1
+            if result.failed:
+                failures = stats.extra.get("failed_steps", 0) + 1
+                stats.extra["failed_steps"] = failures
+            if result.retry is not None:
+                state = result.retry
             if abs(h) <= min_step:
                 raise _fail(
                     "min_step",

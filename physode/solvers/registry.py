@@ -13,9 +13,10 @@ from .alf import AsyncLeapfrog
 from .base import Solver, check_solver
 from .dop853 import DormandPrince853
 from .esdirk import ESDIRK
+from .radau import Radau
 from .rosenbrock import Rosenbrock
 from .runge_kutta import ExplicitRungeKutta
-from .stiff_tableaus import KVAERNO5, RODAS5P
+from .stiff_tableaus import KVAERNO5, RADAU_IIA5, RODAS5P
 from .tableaus import ALL as TABLEAUS
 
 #: name -> a callable that builds the solver.
@@ -27,6 +28,7 @@ SOLVERS: Registry = Registry(
         "abm4": partial(Adams, corrector=True),
         "dopri8": DormandPrince853,
         "alf": AsyncLeapfrog,
+        "radau5": partial(Radau, RADAU_IIA5),
         "kvaerno5": partial(ESDIRK, KVAERNO5),
         "rodas5p": partial(Rosenbrock, RODAS5P),
     },
@@ -36,7 +38,7 @@ FIXED_STEP_METHODS = (*(name for name, tab in TABLEAUS.items() if not tab.adapti
 ADAPTIVE_METHODS = tuple(name for name in SOLVERS if name not in FIXED_STEP_METHODS)
 METHODS = (*FIXED_STEP_METHODS, *ADAPTIVE_METHODS)
 #: The implicit methods for stiff problems.
-STIFF_METHODS = ("kvaerno5", "rodas5p")
+STIFF_METHODS = ("radau5", "rodas5p", "kvaerno5")
 
 
 def make_solver(method: str | Solver | Any) -> Solver:

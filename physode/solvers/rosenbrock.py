@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import torch
 
-from .base import Solver, StepFunction, StepResult
+from .base import StepFunction, StepResult
 from .esdirk import ImplicitState
-from .implicit import IterationMatrix, directional_derivative, jacobian
+from .implicit import ImplicitSolver, IterationMatrix, jacobian_and_time_derivative
 from .interpolation import hermite_dense, rosenbrock_dense
 from .stiff_tableaus import RosenbrockTableau
 
 
-class Rosenbrock(Solver):
+def _weighted(weights: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_j weights[j] tensors[j]``."""
+    stacked = torch.stack(tensors[: len(weights)])
+    return (weights.reshape(-1, *([1] * (stacked.dim() - 1))) * stacked).sum(0)
+
+
+class Rosenbrock(ImplicitSolver):
     """An adaptive Rosenbrock-Wanner method with an embedded estimate.
 
     Args:
@@ -28,23 +34,15 @@ class Rosenbrock(Solver):
         batch_dims: 1 when the state's leading dimension holds independent systems.
     """
 
-    implicit = True
-
     def __init__(self, tableau: RosenbrockTableau, batch_dims: int = 0) -> None:
-        self.tableau = tableau
-        self.name = tableau.name
-        self.order = tableau.order
-        self.error_order = tableau.error_order
-        self.batch_dims = batch_dims
+        super().__init__(tableau, batch_dims)
         # Read off the tableau once: the last stage's argument is y1 (and at t + h).
         self._last_stage_is_solution = (
             tableau.alpha[-1] == 1.0
             and tuple(tableau.a[-1]) == tuple(tableau.m[:-1])
             and tableau.m[-1] == 0.0
         )
-
-    def __repr__(self) -> str:
-        return f"Rosenbrock({self.name!r}, batch_dims={self.batch_dims})"
+        self._rows: dict = {}
 
     def init(self, func: StepFunction, t0: float, y0: torch.Tensor) -> ImplicitState:
         return ImplicitState(y0, func(t0, y0))
@@ -53,28 +51,22 @@ class Rosenbrock(Solver):
         tab = self.tableau
         y0, f0 = state.y, state.f
         graph = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
-        jac = jacobian(func, t, y0, self.batch_dims, create_graph=graph)
-        f_t = directional_derivative(func, t, y0, None, graph)
+        jac, f_t = jacobian_and_time_derivative(func, t, y0, self.batch_dims, graph)
         matrix = IterationMatrix(jac, h * tab.gamma, t)
+        a, c, m = self._coefficients(y0)
         us: list[torch.Tensor] = []
         fs = [f0]
         for i in range(len(tab.alpha)):
             if i:
-                yi = y0
-                for j, a in enumerate(tab.a[i]):
-                    yi = yi + a * us[j]
-                fs.append(func(t + tab.alpha[i] * h, yi))
+                fs.append(func(t + tab.alpha[i] * h, y0 + _weighted(a[i], us)))
             rhs = fs[-1]
-            for j, c in enumerate(tab.c[i]):
-                rhs = rhs + (c / h) * us[j]
+            if i:
+                rhs = rhs + _weighted(c[i], us) / h
             if tab.gammas[i]:
                 rhs = rhs + (h * tab.gammas[i]) * f_t
             # (I / (h gamma) - J) u = rhs  <=>  (I - h gamma J) u = h gamma rhs
             us.append(matrix.solve((h * tab.gamma) * rhs))
-        y1 = y0
-        for m, u in zip(tab.m, us, strict=True):
-            if m:
-                y1 = y1 + m * u
+        y1 = y0 + _weighted(m, us)
         error = None
         if estimate_error:
             with torch.no_grad():
@@ -83,6 +75,23 @@ class Rosenbrock(Solver):
         f1 = fs[-1] if self._last_stage_is_solution else None
         work = {"n_jacobians": 1, "n_lu": 1}
         return StepResult(ImplicitState(y1, f1), error, us, work=work)
+
+    def _coefficients(self, like: torch.Tensor):
+        """The rows of ``a`` and ``c`` and the weights ``m`` as tensors on ``like``'s device,
+        for one weighted sum per stage instead of a product a coefficient."""
+        key = (like.dtype, like.device)
+        if key not in self._rows:
+            tab = self.tableau
+
+            def as_tensor(row):
+                return torch.tensor(row, dtype=like.dtype, device=like.device)
+
+            self._rows[key] = (
+                [as_tensor(r) for r in tab.a],
+                [as_tensor(r) for r in tab.c],
+                as_tensor(tab.m),
+            )
+        return self._rows[key]
 
     def complete(self, func, t, state: ImplicitState, restart=None, gradient_restart=True):
         if state.f is None or restart:

@@ -18,19 +18,19 @@ import torch
 SMALL_STATE = 1024
 
 
-def _small(x: torch.Tensor) -> bool:
+def is_small(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.numel() <= SMALL_STATE
 
 
 def combine(y0: torch.Tensor, weights: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
     """``y0 + weights @ vectors``: shapes ``(1, N)``, ``(T, M)``, ``(M, N)`` -> ``(T, N)``."""
-    if _small(y0):
+    if is_small(y0):
         return y0 + (weights.unsqueeze(-1) * vectors).sum(dim=1)
     return torch.addmm(y0, weights, vectors)
 
 
 def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """The dot product of two flat tensors of equal length (0-dim tensor)."""
-    if _small(a):
+    if is_small(a):
         return (a * b).sum()
     return torch.dot(a, b)

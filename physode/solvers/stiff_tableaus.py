@@ -1,5 +1,10 @@
 """Coefficients of the stiff methods: pure data (double precision, as published).
 
+- ``RADAU_IIA5``: the three-stage Radau IIA collocation method of order 5 (Hairer & Wanner,
+  Solving ODEs II, section IV.8): L-stable and stiffly accurate (the last stage is the new
+  solution), with Hairer's embedded third-order estimate
+  ``err = (I - h gamma0 J)^{-1} gamma0 (h f0 + sum_i e_i Z_i)``, ``gamma0`` the inverse
+  of the real eigenvalue of ``A^{-1}``, ``Z_i`` the stage increments.
 - ``KVAERNO5``: Kvaerno's ESDIRK 5(4) (Kvaerno, BIT 44, 2004): seven stages, an explicit
   first stage, diagonal ``gamma = 0.26``, stiffly accurate (the last row is ``b``), so the
   last stage is the new solution and its slope the next step's first stage; L-stable.
@@ -12,6 +17,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -56,7 +62,35 @@ class RosenbrockTableau:
     dense: tuple[tuple[float, ...], ...] = ()
 
 
+@dataclass(frozen=True)
+class CollocationTableau:
+    """A fully implicit collocation method: nodes ``c``, the matrix ``a`` (its last row is
+    ``b``: stiffly accurate), and the weights ``error_weights`` ``e_i`` of the stage
+    increments in the embedded estimate (see ``RADAU_IIA5``)."""
+
+    name: str
+    order: int
+    error_order: int
+    c: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    error_weights: tuple[float, ...]
+
+
 # fmt: off
+_S6 = math.sqrt(6.0)
+RADAU_IIA5 = CollocationTableau(
+    name="radau5",
+    order=5,
+    error_order=3,
+    c=((4 - _S6) / 10, (4 + _S6) / 10, 1.0),
+    a=(
+        ((88 - 7 * _S6) / 360, (296 - 169 * _S6) / 1800, (-2 + 3 * _S6) / 225),
+        ((296 + 169 * _S6) / 1800, (88 + 7 * _S6) / 360, (-2 - 3 * _S6) / 225),
+        ((16 - _S6) / 36, (16 + _S6) / 36, 1 / 9),
+    ),
+    error_weights=((-13 - 7 * _S6) / 3, (-13 + 7 * _S6) / 3, -1 / 3),
+)
+
 _K = 0.26
 _K6 = (0.13855640231268224, 0.0, -0.04245337201752043, 0.02446657898003141,
        0.61943039072480676)
