@@ -16,6 +16,8 @@ less its per-epoch test evaluations; physode: the sum of metrics.csv's per-epoch
 ``seconds``, which leave the scoring out, over the number of steps) and their ratio.
 
     python benchmarks/latent_reference.py --reference /path/to/latent_ode -n 300 --epochs 40
+    python benchmarks/latent_reference.py --reference DIR -n 300 --epochs 60 --seeds 3 \
+        --variant reference-unit:model.latent.encoder_cell=reference,model.latent.init=reference
 
 The reference needs scikit-learn and pandas; its import of torchvision (for a download
 helper the hopper never calls) is answered by a stub module, so torchvision need not be
@@ -31,6 +33,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -92,6 +95,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.2, 0.5])
     parser.add_argument("--seed", type=int, default=1991, help="the reference's -r")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="runs per fraction and implementation, seeds --seed, --seed + 1, ... (the "
+        "reference's -r, physode's train.seed)",
+    )
     parser.add_argument("--work", type=Path, default=Path("latent_reference_runs"))
     parser.add_argument(
         "--set",
@@ -101,12 +111,28 @@ def parse_args() -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="a further override of physode's runs, e.g. model.latent.encoder_cell=reference",
     )
+    parser.add_argument(
+        "--variant",
+        dest="variants",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE,...",
+        help="a further physode configuration run beside the first (--set applies to all), "
+        "e.g. reference-cell:model.latent.encoder_cell=reference,model.latent.init=reference",
+    )
     add_arguments(parser)
     args = parser.parse_args()
     if not (args.reference / "run_models.py").is_file():
         raise SystemExit(f"--reference: no run_models.py in {args.reference}")
     if args.n < 10 or args.epochs < 1:
         raise SystemExit("-n must be at least 10 and --epochs at least 1")
+    variants = {"physode": []}
+    for item in args.variants:
+        name, sep, sets = item.partition(":")
+        if not sep or not name or name in variants or "/" in name:
+            raise SystemExit(f"--variant: expected a new NAME:KEY=VALUE,..., got {item!r}")
+        variants[name] = [s for s in sets.split(",") if s]
+    args.variants = variants
     return args
 
 
@@ -140,10 +166,10 @@ def hopper_file(args: argparse.Namespace) -> Path:
     return path
 
 
-def run_reference(args, data: Path, fraction: float) -> dict:
+def run_reference(args, data: Path, fraction: float, seed: int) -> dict:
     from physode.datasets import read_trajectories
 
-    work = (args.work / f"reference_{fraction:g}").resolve()
+    work = (args.work / f"reference_{fraction:g}_{seed}").resolve()
     (work / "data" / "HopperPhysics").mkdir(parents=True, exist_ok=True)
     state = torch.as_tensor(read_trajectories(data).state[: args.n]).float()
     torch.save(state, work / "data" / "HopperPhysics" / "training.pt")
@@ -151,7 +177,7 @@ def run_reference(args, data: Path, fraction: float) -> dict:
     out = work / "record.json"
     cmd = [sys.executable, "driver.py", str(args.reference.resolve()), str(out)]
     cmd += [*REFERENCE_ARGS, "-n", str(args.n), "--niters", str(args.epochs)]
-    cmd += ["-s", str(fraction), "-r", str(args.seed), "-b", "50"]
+    cmd += ["-s", str(fraction), "-r", str(seed), "-b", "50"]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=child_env(args))
     if proc.returncode != 0 or not out.exists():
         raise SystemExit(f"the reference failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -164,9 +190,10 @@ def run_reference(args, data: Path, fraction: float) -> dict:
     return {"mse": record["mse"][-1], "per_iteration": per_iter, "iterations": len(steps)}
 
 
-def run_physode(args, data: Path, fraction: float) -> dict:
-    run = (args.work / f"physode_{fraction:g}").resolve()
+def run_physode(args, data: Path, fraction: float, seed: int, variant: str) -> dict:
+    run = (args.work / f"{variant}_{fraction:g}_{seed}").resolve()
     sets = {
+        "train.seed": seed,
         "data.path": str(data.resolve()),
         "data.simulate": "null",
         # The reference runs n_batches * (niters + 1) - 1 steps: one epoch more.
@@ -180,7 +207,8 @@ def run_physode(args, data: Path, fraction: float) -> dict:
     cmd = ["physode", "fit", str(ROOT / "examples" / "mujoco.yaml"), "-o", str(run), "--quiet"]
     if run.exists():
         shutil.rmtree(run)
-    for item in [f"{key}={value}" for key, value in sets.items()] + args.overrides:
+    extra = args.overrides + args.variants[variant]
+    for item in [f"{key}={value}" for key, value in sets.items()] + extra:
         cmd += ["--set", item]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(args))
     if proc.returncode != 0:
@@ -197,44 +225,70 @@ def run_physode(args, data: Path, fraction: float) -> dict:
     }
 
 
+def mean_std(values: list[float], digits: int = 5, scale: float = 1.0) -> str:
+    """``mean +- std`` (the std over the runs; the value alone for one run)."""
+    mean = statistics.mean(values) * scale
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
+
+
 def main() -> None:
     args = parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     data = hopper_file(args)
-    rows = []
+    rows, runs = [], []
+    seeds = [args.seed + i for i in range(args.seeds)]
     start = time.perf_counter()
     with applied(args) as conditions:
         for fraction in args.fractions:
-            ref = run_reference(args, data, fraction)
-            print(f"  reference {fraction:g}: {ref}", file=sys.stderr, flush=True)
-            ours = run_physode(args, data, fraction)
-            print(f"  physode {fraction:g}: {ours}", file=sys.stderr, flush=True)
-            rows.append(
-                [
-                    f"{fraction:g}",
-                    f"{ref['mse']:.5f}",
-                    f"{ours['mse']:.5f}",
-                    f"{ours['mse_mean']:.5f}",
-                    f"{1e3 * ref['per_iteration']:.0f}",
-                    f"{1e3 * ours['per_iteration']:.0f}",
-                    f"{ours['per_iteration'] / ref['per_iteration']:.2f}",
-                    f"{ref['iterations']} / {ours['iterations']}",
-                ]
-            )
+            ref, ours = [], {name: [] for name in args.variants}
+            for seed in seeds:  # interleaved: a slow spell of the machine hits all
+                ref.append(run_reference(args, data, fraction, seed))
+                print(f"  reference {fraction:g} {seed}: {ref[-1]}", file=sys.stderr, flush=True)
+                run = {"fraction": fraction, "seed": seed, "reference": ref[-1]}
+                for name in args.variants:
+                    ours[name].append(run_physode(args, data, fraction, seed, name))
+                    run[name] = ours[name][-1]
+                    print(f"  {name} {fraction:g} {seed}: {run[name]}", file=sys.stderr, flush=True)
+                runs.append(run)
+            for name, mine in ours.items():
+                pairs = list(zip(ref, mine, strict=True))
+                ratios = [o["per_iteration"] / r["per_iteration"] for r, o in pairs]
+                at_or_below = sum(o["mse"] <= r["mse"] for r, o in pairs)
+                rows.append(
+                    [
+                        f"{fraction:g}",
+                        name,
+                        mean_std([r["mse"] for r in ref]),
+                        mean_std([o["mse"] for o in mine]),
+                        mean_std([o["mse_mean"] for o in mine]),
+                        f"{at_or_below} / {len(seeds)}",
+                        mean_std([r["per_iteration"] for r in ref], 0, 1e3),
+                        mean_std([o["per_iteration"] for o in mine], 0, 1e3),
+                        mean_std(ratios, 2),
+                        f"{ref[0]['iterations']} / {mine[0]['iterations']}",
+                    ]
+                )
+    (args.work / "runs.json").write_text(json.dumps(runs, indent=1))
     print(f"{conditions}; both runs in subprocesses; torch {torch.__version__}", end="\n\n")
     print(
         f"Hopper, the first {args.n} trajectories of {data.name} (80 % train), windows of "
-        f"100 points, batches of 50, the reference's --niters {args.epochs}. test MSE in "
-        "normalised units (x 100 for the paper's x 1e-2): the reference's (3 sampled z0), "
-        "physode's sampled (3 z0, the same scoring) and from the posterior mean; ms per "
-        "training iteration."
-        + (f" physode's overrides: {', '.join(args.overrides)}." if args.overrides else ""),
+        f"100 points, batches of 50, the reference's --niters {args.epochs}; seeds "
+        f"{', '.join(map(str, seeds))} (the reference's -r and physode's train.seed). test "
+        "MSE in normalised units (x 100 for the paper's x 1e-2), mean ± std over the seeds: "
+        "the reference's (3 sampled z0), physode's sampled (3 z0, the same scoring) and "
+        "from the posterior mean; 'physode <= ref': the seeds where physode's sampled MSE is "
+        "at or below the reference's of the same seed; ms per training iteration."
+        + (f" physode's overrides: {', '.join(args.overrides)}." if args.overrides else "")
+        + "".join(f" {name}: {', '.join(sets)}." for name, sets in args.variants.items() if sets),
         end="\n\n",
     )
-    header = ["observed", "reference", "physode (sampled)", "physode (mean)", "ref ms/it"]
-    header += ["physode ms/it", "time ratio", "iterations ref / physode"]
-    print(markdown_table(header, rows, n_text=1))
-    print(f"\nWhole run {time.perf_counter() - start:.0f} s.")
+    header = ["observed", "physode", "reference", "physode (sampled)", "physode (mean)"]
+    header += ["physode <= ref", "ref ms/it", "physode ms/it", "time ratio"]
+    header += ["iterations ref / physode"]
+    print(markdown_table(header, rows, n_text=2))
+    print(f"\nPer run: {args.work / 'runs.json'}. Whole run {time.perf_counter() - start:.0f} s.")
 
 
 if __name__ == "__main__":

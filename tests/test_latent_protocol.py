@@ -203,3 +203,30 @@ def test_encoder_cell_is_a_latent_ode_key(folder):
         )
     with pytest.raises(Exception, match="encoder_cell"):
         load_config(path, overrides=["model.latent.encoder_cell=lstm"])
+
+
+def test_the_reference_initialisation_draws_every_linear_layer():
+    # N(0, 0.1) weights and zero biases in every linear layer (the ODEs, the map to q(z0),
+    # the decoder); torch's defaults otherwise (their biases are not zero).
+    torch.manual_seed(0)
+    model = LatentODE(3, 4, 6, dynamics_hidden=(300, 300), decoder_hidden=(200,), init="reference")
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(layers) >= 8
+    for layer in layers:
+        assert layer.bias.abs().max() == 0
+        if layer.weight.numel() >= 600:
+            assert abs(layer.weight.std().item() - 0.1) < 0.01
+    default = LatentODE(3, 4, 6, dynamics_hidden=(300, 300))
+    assert all(m.bias.abs().max() > 0 for m in default.modules() if isinstance(m, torch.nn.Linear))
+    assert model.encoder.cell.bias_ih.abs().max() > 0  # the GRU cell keeps its own
+    with pytest.raises(ValueError, match="init"):
+        LatentODE(3, 4, 6, init="xavier")
+
+
+def test_init_is_a_latent_ode_key(folder):
+    path = _config(folder, "")
+    config = load_config(path, overrides=["model.latent.init=reference"])
+    assert config.model.latent.init == "reference"
+    assert load_config(path).model.latent.init == "torch"
+    with pytest.raises(Exception, match="init"):
+        load_config(path, overrides=["model.latent={kind: gru, hidden_dim: 8, init: reference}"])

@@ -381,6 +381,22 @@ class _SequenceModel(nn.Module):
 # --------------------------------------------------------------------------- ODE-RNN
 
 
+#: How the linear layers start: torch's defaults, or the reference's N(0, 0.1) weights and
+#: zero biases.
+WEIGHT_INITS = ("torch", "reference")
+
+
+def reference_init(module: nn.Module, std: float = 0.1) -> nn.Module:
+    """Every ``nn.Linear`` in ``module`` drawn as the reference draws its networks
+    (Rubanova et al. 2019, ``init_network_weights``): weights N(0, ``std``), biases 0.
+    Returns ``module``."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, mean=0.0, std=std)
+            nn.init.zeros_(layer.bias)
+    return module
+
+
 class ReferenceGRUCell(nn.Module):
     """The reference's GRU unit (Rubanova et al. 2019): the state carries a std beside
     its mean, ``h = [mean, std]`` (``2 H``); the update and reset gates and the new state
@@ -398,12 +414,9 @@ class ReferenceGRUCell(nn.Module):
         width = 2 * hidden_size + input_size
 
         def net(out: int) -> nn.Sequential:
-            layers = nn.Sequential(nn.Linear(width, units), nn.Tanh(), nn.Linear(units, out))
-            for layer in layers:
-                if isinstance(layer, nn.Linear):
-                    nn.init.normal_(layer.weight, std=0.1)
-                    nn.init.zeros_(layer.bias)
-            return layers
+            return reference_init(
+                nn.Sequential(nn.Linear(width, units), nn.Tanh(), nn.Linear(units, out))
+            )
 
         self.update_gate, self.reset_gate = net(hidden_size), net(hidden_size)
         self.new_state = net(2 * hidden_size)
@@ -601,6 +614,9 @@ class LatentODE(_SequenceModel):
             (e.g. ``max_steps``).
         encoder_cell: ``gru`` (``torch.nn.GRUCell``) or ``reference`` (the
             reference's unit, :class:`ReferenceGRUCell`, with a std channel).
+        init: ``torch`` (torch's default initialisation) or ``reference`` (every linear
+            layer drawn as the reference does: :func:`reference_init`; a
+            ``torch.nn.GRUCell`` keeps its own).
     """
 
     def __init__(
@@ -625,8 +641,11 @@ class LatentODE(_SequenceModel):
         encoder_step_size: float | None = None,
         solver_options: Mapping[str, Any] | None = None,
         encoder_cell: str = "gru",
+        init: str = "torch",
     ) -> None:
         super().__init__()
+        if init not in WEIGHT_INITS:
+            raise ValueError(f"init: expected one of {WEIGHT_INITS}, got {init!r}")
         self.data_dim = _positive_int("data_dim", data_dim)
         self.latent_dim = _positive_int("latent_dim", latent_dim)
         self.hidden_dim = _positive_int("hidden_dim", hidden_dim)
@@ -654,6 +673,8 @@ class LatentODE(_SequenceModel):
         self.to_z0 = MLP(self.encoder.state_dim, 2 * latent_dim, z0_hidden, activation)
         self.dynamics = MLP(latent_dim, latent_dim, dynamics_hidden, activation).as_ode()
         self.decoder = MLP(latent_dim, data_dim, decoder_hidden, activation)
+        if init == "reference":
+            reference_init(self)
 
     def extra_repr(self) -> str:
         return (

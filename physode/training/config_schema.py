@@ -21,7 +21,7 @@ from pydantic import (
 
 from ..datasets import SIMULATORS
 from ..gradients import GRADIENT_METHODS, make_gradient
-from ..models.latent import ENCODER_CELLS, SEQUENCE_MODELS
+from ..models.latent import ENCODER_CELLS, SEQUENCE_MODELS, WEIGHT_INITS
 from ..models.neural import ACTIVATIONS as _MLP_ACTIVATIONS
 from ..models.registry import NEURAL, PHYSICS
 from ..registry import CodeReferenceError, Registry
@@ -259,6 +259,7 @@ _KIND_KEYS = {
     "encoder_method": (("latent_ode", "ode_rnn"), "euler"),
     "encoder_step_size": (("latent_ode", "ode_rnn"), None),
     "encoder_cell": (("latent_ode",), "gru"),
+    "init": (("latent_ode",), "torch"),
 }
 
 
@@ -291,6 +292,9 @@ class LatentConfig(_Section):
             method, as in the reference).
         encoder_cell: ``gru`` (default) or ``reference``: the reference's GRU unit
             (MLP gates, a std channel; latent_ode only).
+        init: ``torch`` (default) or ``reference``: every linear layer drawn from
+            N(0, 0.1) with zero biases, as the reference draws its networks
+            (latent_ode only).
 
     The latent ODE itself is solved with the ``solver`` section (method, grad,
     rtol, atol, step_size, max_steps). Keys a kind does not read must be left
@@ -309,6 +313,7 @@ class LatentConfig(_Section):
     encoder_method: Literal[METHODS] | None = None  # type: ignore[valid-type]
     encoder_step_size: PositiveFloat | None = None
     encoder_cell: Literal[ENCODER_CELLS] | None = None  # type: ignore[valid-type]
+    init: Literal[WEIGHT_INITS] | None = None  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _keys_of_kind(self) -> LatentConfig:

@@ -228,6 +228,7 @@ def build_sequence_model(
             encoder_method=spec.encoder_method,
             encoder_step_size=spec.encoder_step_size,
             encoder_cell=spec.encoder_cell,
+            init=spec.init,
             solver_options=options,
         )
     return model.to(device=device, dtype=dtype)
